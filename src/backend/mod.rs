@@ -1,0 +1,22 @@
+//! Backends score a [`Plan`]. `cpu` is the f32 reference; `cuda` is the product and is
+//! checked against `cpu`.
+
+pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+use crate::plan::{ExampleScore, Plan};
+use crate::Result;
+
+/// What scoring a plan yields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// log p(query.token | row) for every query of the plan, fp32.
+    pub query_logprobs: Vec<f32>,
+    pub examples: Vec<ExampleScore>,
+}
+
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    fn score(&self, plan: &Plan) -> Result<Scores>;
+}

@@ -1,0 +1,1 @@
+//! Tasks (prompt templates, candidates), dataset loaders and splits.

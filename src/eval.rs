@@ -1,0 +1,1 @@
+//! Zero-shot evaluation of a model on a task split.

@@ -1,0 +1,1 @@
+//! safetensors through memmap2: single file and sharded (model.safetensors.index.json).

@@ -1,0 +1,1 @@
+//! The tokenizers crate over tokenizer.json, with the model's BOS convention.

@@ -1,0 +1,15 @@
+//! zo: zeroth-order fine-tuning of language models, run as an inference workload.
+//!
+//! See README.md for the layout. The CPU backend (`backend::cpu`) is the f32 reference every
+//! GPU kernel is checked against.
+
+pub mod backend;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod io;
+pub mod model;
+pub mod plan;
+pub mod rng;
+
+pub use error::{Error, Result};

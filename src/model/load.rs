@@ -1,0 +1,1 @@
+//! Weight loading from an HF directory (config.json + safetensors) into [`super::Model`].

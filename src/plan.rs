@@ -1,0 +1,291 @@
+//! A step's batch: many (example, variant) sequences packed into one token buffer with no
+//! padding, plus what to score. Backends consume a [`Plan`]; they never see examples or text.
+
+use std::ops::Range;
+
+use crate::{Error, Result};
+
+/// A perturbation variant: direction seed, sign in {+1, -1, 0} and ε. Sign 0 is the
+/// unperturbed model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Variant {
+    pub seed: u64,
+    pub sign: i8,
+    pub eps: f32,
+}
+
+impl Variant {
+    pub const BASE: Variant = Variant {
+        seed: 0,
+        sign: 0,
+        eps: 0.0,
+    };
+}
+
+/// A tokenized classification example: the prompt and each candidate continuation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedExample {
+    pub prompt: Vec<u32>,
+    pub candidates: Vec<Vec<u32>>,
+    pub gold: usize,
+}
+
+/// log p(token | prefix up to and including packed row `row`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    pub row: u32,
+    pub token: u32,
+}
+
+/// One example scored under one variant: candidate `c` owns `queries[candidates[c]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExampleGroup {
+    pub variant: u32,
+    pub candidates: Vec<Range<u32>>,
+    pub gold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub tokens: Vec<u32>,
+    /// Position of each token within its own sequence, from 0. Architectures add their own
+    /// offsets (OPT: +2).
+    pub positions: Vec<u32>,
+    /// Sequence boundaries, `n_seqs + 1` entries starting at 0.
+    pub cu_seqlens: Vec<u32>,
+    /// Variant index of each sequence.
+    pub seq_variant: Vec<u32>,
+    pub variants: Vec<Variant>,
+    pub queries: Vec<Query>,
+    pub examples: Vec<ExampleGroup>,
+}
+
+impl Plan {
+    pub fn n_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn n_seqs(&self) -> usize {
+        self.cu_seqlens.len().saturating_sub(1)
+    }
+
+    pub fn seq_range(&self, s: usize) -> Range<usize> {
+        self.cu_seqlens[s] as usize..self.cu_seqlens[s + 1] as usize
+    }
+
+    /// Distinct packed rows that need logits, ascending.
+    pub fn scoring_rows(&self) -> Vec<u32> {
+        let mut rows: Vec<u32> = self.queries.iter().map(|q| q.row).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+
+    /// Packs every example under every variant in `variants`, variant-major so each variant's
+    /// sequences are contiguous (the segments the fused kernels expect).
+    ///
+    /// Single-token candidates are all scored from one sequence (the prompt) at its last row.
+    /// Otherwise each candidate gets its own sequence, prompt + candidate, scored at the rows
+    /// that predict each candidate token.
+    pub fn build(examples: &[TokenizedExample], variants: &[Variant]) -> Result<Plan> {
+        if variants.is_empty() {
+            return Err(Error::Data("plan needs at least one variant".into()));
+        }
+        let mut plan = Plan {
+            variants: variants.to_vec(),
+            cu_seqlens: vec![0],
+            ..Plan::default()
+        };
+        for (vi, _) in variants.iter().enumerate() {
+            for (ei, ex) in examples.iter().enumerate() {
+                plan.push_example(ei, ex, vi as u32)?;
+            }
+        }
+        Ok(plan)
+    }
+
+    fn push_seq(&mut self, toks: impl Iterator<Item = u32>, variant: u32) -> u32 {
+        let start = self.tokens.len() as u32;
+        for (p, t) in toks.enumerate() {
+            self.tokens.push(t);
+            self.positions.push(p as u32);
+        }
+        self.cu_seqlens.push(self.tokens.len() as u32);
+        self.seq_variant.push(variant);
+        start
+    }
+
+    fn push_example(&mut self, index: usize, ex: &TokenizedExample, variant: u32) -> Result<()> {
+        if ex.prompt.is_empty() {
+            return Err(Error::Data(format!("example {index}: empty prompt")));
+        }
+        if ex.candidates.is_empty() || ex.candidates.iter().any(|c| c.is_empty()) {
+            return Err(Error::Data(format!(
+                "example {index}: a candidate has no tokens"
+            )));
+        }
+        if ex.gold >= ex.candidates.len() {
+            return Err(Error::Data(format!(
+                "example {index}: gold index {} but only {} candidates",
+                ex.gold,
+                ex.candidates.len()
+            )));
+        }
+        let mut ranges = Vec::with_capacity(ex.candidates.len());
+        if ex.candidates.iter().all(|c| c.len() == 1) {
+            let start = self.push_seq(ex.prompt.iter().copied(), variant);
+            let last = start + ex.prompt.len() as u32 - 1;
+            for c in &ex.candidates {
+                let q = self.queries.len() as u32;
+                self.queries.push(Query {
+                    row: last,
+                    token: c[0],
+                });
+                ranges.push(q..q + 1);
+            }
+        } else {
+            for c in &ex.candidates {
+                // The last candidate token predicts nothing we score, so it is not fed.
+                let toks = ex.prompt.iter().chain(&c[..c.len() - 1]).copied();
+                let start = self.push_seq(toks, variant);
+                let q = self.queries.len() as u32;
+                for (j, &t) in c.iter().enumerate() {
+                    let row = start + ex.prompt.len() as u32 - 1 + j as u32;
+                    self.queries.push(Query { row, token: t });
+                }
+                ranges.push(q..self.queries.len() as u32);
+            }
+        }
+        self.examples.push(ExampleGroup {
+            variant,
+            candidates: ranges,
+            gold: ex.gold as u32,
+        });
+        Ok(())
+    }
+}
+
+/// Result of scoring one example group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExampleScore {
+    /// MeZO's classification loss: cross-entropy over the candidates' mean token log-probs.
+    pub loss: f32,
+    pub pred: usize,
+    pub candidate_scores: Vec<f32>,
+}
+
+/// MeZO's classification loss from per-query log-probs; fp64 reductions, fp32 results.
+pub fn classification_scores(plan: &Plan, query_logprobs: &[f32]) -> Vec<ExampleScore> {
+    plan.examples
+        .iter()
+        .map(|g| {
+            let scores: Vec<f64> = g
+                .candidates
+                .iter()
+                .map(|r| {
+                    let lp = &query_logprobs[r.start as usize..r.end as usize];
+                    lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + scores.iter().map(|s| (s - m).exp()).sum::<f64>().ln();
+            let loss = (lse - scores[g.gold as usize]) as f32;
+            // Ties go to the lowest index, as argmax does in the reference trainers.
+            let pred = scores
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, &s)| if s > scores[best] { i } else { best });
+            ExampleScore {
+                loss,
+                pred,
+                candidate_scores: scores.iter().map(|&s| s as f32).collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(prompt: &[u32], cands: &[&[u32]], gold: usize) -> TokenizedExample {
+        TokenizedExample {
+            prompt: prompt.to_vec(),
+            candidates: cands.iter().map(|c| c.to_vec()).collect(),
+            gold,
+        }
+    }
+
+    #[test]
+    fn single_token_candidates_share_one_sequence() {
+        let p = Plan::build(
+            &[
+                ex(&[5, 6, 7], &[&[10], &[11]], 1),
+                ex(&[8], &[&[10], &[11]], 0),
+            ],
+            &[Variant::BASE],
+        )
+        .unwrap();
+        assert_eq!(p.tokens, vec![5, 6, 7, 8]);
+        assert_eq!(p.positions, vec![0, 1, 2, 0]);
+        assert_eq!(p.cu_seqlens, vec![0, 3, 4]);
+        assert_eq!(
+            p.queries,
+            vec![
+                Query { row: 2, token: 10 },
+                Query { row: 2, token: 11 },
+                Query { row: 3, token: 10 },
+                Query { row: 3, token: 11 }
+            ]
+        );
+        assert_eq!(p.scoring_rows(), vec![2, 3]);
+    }
+
+    #[test]
+    fn multi_token_candidates_get_own_sequences_and_variants_are_contiguous() {
+        let v = [
+            Variant {
+                seed: 1,
+                sign: 1,
+                eps: 1e-3,
+            },
+            Variant {
+                seed: 1,
+                sign: -1,
+                eps: 1e-3,
+            },
+        ];
+        let p = Plan::build(&[ex(&[1, 2], &[&[3, 4], &[5]], 0)], &v).unwrap();
+        // Per variant: [1,2,3] and [1,2].
+        assert_eq!(p.tokens, vec![1, 2, 3, 1, 2, 1, 2, 3, 1, 2]);
+        assert_eq!(p.seq_variant, vec![0, 0, 1, 1]);
+        assert_eq!(
+            &p.queries[..3],
+            &[
+                Query { row: 1, token: 3 },
+                Query { row: 2, token: 4 },
+                Query { row: 4, token: 5 }
+            ]
+        );
+        assert_eq!(p.examples[1].variant, 1);
+        assert_eq!(p.examples[1].candidates, vec![3..5, 5..6]);
+    }
+
+    #[test]
+    fn loss_is_cross_entropy_over_mean_logprobs() {
+        let p = Plan::build(&[ex(&[1], &[&[3, 4], &[5]], 1)], &[Variant::BASE]).unwrap();
+        let s = classification_scores(&p, &[-1.0, -3.0, -1.0]);
+        // Means: -2, -1. CE with gold 1 = ln(e^-2 + e^-1) + 1.
+        let want = ((-2f64).exp() + (-1f64).exp()).ln() + 1.0;
+        assert!((s[0].loss as f64 - want).abs() < 1e-6);
+        assert_eq!(s[0].pred, 1);
+    }
+
+    #[test]
+    fn bad_examples_are_rejected() {
+        assert!(Plan::build(&[ex(&[], &[&[1]], 0)], &[Variant::BASE]).is_err());
+        assert!(Plan::build(&[ex(&[1], &[&[]], 0)], &[Variant::BASE]).is_err());
+        let e = Plan::build(&[ex(&[1], &[&[2]], 3)], &[Variant::BASE]).unwrap_err();
+        assert!(e.to_string().contains("gold index 3"), "{e}");
+    }
+}
