@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod load;
+pub mod random;
 
 pub use config::{Activation, Arch, ModelConfig, RopeScaling};
 

@@ -1,0 +1,1 @@
+//! Seeded random weights for any config: tests, fixtures and benchmarks.
