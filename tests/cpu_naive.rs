@@ -14,9 +14,10 @@ fn matvec(lin: &Linear, x: &[f64]) -> Vec<f64> {
     assert_eq!(x.len(), lin.in_dim);
     (0..lin.out_dim)
         .map(|o| {
+            let row = &lin.w[o * lin.in_dim..(o + 1) * lin.in_dim];
             let mut s = 0.0;
-            for i in 0..lin.in_dim {
-                s += lin.w[o * lin.in_dim + i] as f64 * x[i];
+            for (w, xi) in row.iter().zip(x) {
+                s += *w as f64 * xi;
             }
             s + lin.b.as_ref().map_or(0.0, |b| b[o] as f64)
         })

@@ -218,7 +218,7 @@ fn plans_that_do_not_fit_the_model_are_rejected() {
     let mut p = good.clone();
     p.examples.push(ExampleGroup {
         variant: 0,
-        candidates: vec![0..1],
+        candidates: std::iter::once(0..1).collect(),
         gold: 1,
     });
     data_err(&be, &p, "example 0 has gold 1 among 1 candidates");

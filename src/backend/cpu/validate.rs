@@ -190,13 +190,13 @@ fn norm(name: &str, n: &Norm, dim: usize) -> Result<()> {
 /// re-checks because models can also be built in code.
 pub fn model_shapes(m: &Model) -> Result<()> {
     let c = &m.config;
-    if c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0 {
+    if c.num_kv_heads == 0 || !c.num_heads.is_multiple_of(c.num_kv_heads) {
         return Err(Error::Config(format!(
             "num_attention_heads {} is not a multiple of num_key_value_heads {}",
             c.num_heads, c.num_kv_heads
         )));
     }
-    if c.arch == Arch::Llama && c.head_dim % 2 != 0 {
+    if c.arch == Arch::Llama && !c.head_dim.is_multiple_of(2) {
         return Err(Error::Config(format!(
             "head_dim {} must be even for rotary embeddings",
             c.head_dim
