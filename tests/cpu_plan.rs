@@ -265,3 +265,15 @@ fn malformed_models_give_tensor_errors() {
         other => panic!("expected a tensor error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_plan_without_queries_scores_to_nothing() {
+    let be = CpuBackend::new(Model::random(ModelConfig::tiny_opt(), 1));
+    let mut p = packed(&seqs(97, &[3]), 97);
+    p.queries.clear();
+    let s = be.score(&p).unwrap();
+    assert!(s.query_logprobs.is_empty() && s.examples.is_empty());
+    // Validation still runs before the early return.
+    p.tokens[0] = 500;
+    data_err(&be, &p, "token 500 at row 0");
+}

@@ -59,6 +59,9 @@ impl Site {
 /// Logits are formed this many rows at a time, bounding memory to rows × vocab floats.
 const LOGIT_ROWS: usize = 64;
 
+/// Scores plans with the unperturbed model. A plan may leave `seq_variant` empty (every
+/// sequence runs the base model); variants with a nonzero sign and ε are rejected as
+/// unsupported until perturbation families exist.
 pub struct CpuBackend {
     model: Model,
     /// RoPE inverse frequencies (Llama family only).
@@ -113,6 +116,12 @@ impl Backend for CpuBackend {
         validate::forward_inputs(plan, &self.model)?;
         validate::scoring_inputs(plan, &self.model)?;
         let rows = plan.scoring_rows();
+        if rows.is_empty() {
+            return Ok(Scores {
+                query_logprobs: Vec::new(),
+                examples: Vec::new(),
+            });
+        }
         // Queries grouped by the index of their row in `rows`.
         let mut by_row = vec![Vec::new(); rows.len()];
         for (qi, q) in plan.queries.iter().enumerate() {
