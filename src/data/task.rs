@@ -29,7 +29,7 @@ pub struct Rendered {
     pub gold: usize,
 }
 
-pub trait Task: Send + Sync {
+pub trait Task: Send + Sync + fmt::Debug {
     fn name(&self) -> &str;
     fn render(&self, ex: &Example) -> Result<Rendered>;
 }
@@ -109,18 +109,21 @@ impl ClassificationTask {
 
     /// The spec as JSON, in the format [`ClassificationTask::from_json`] reads.
     pub fn to_json(&self) -> String {
-        let words: serde_json::Map<String, serde_json::Value> = self
+        // Written by hand because serde_json's map would sort the labels, and their order is
+        // the candidate order.
+        let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+        let words: Vec<String> = self
             .labels
             .iter()
             .zip(&self.words)
-            .map(|(l, w)| (l.clone(), serde_json::Value::String(w.clone())))
+            .map(|(l, w)| format!("{}: {}", q(l), q(w)))
             .collect();
-        serde_json::json!({
-            "name": self.name,
-            "template": self.template.source(),
-            "label_words": words,
-        })
-        .to_string()
+        format!(
+            "{{\"name\": {}, \"template\": {}, \"label_words\": {{{}}}}}",
+            q(&self.name),
+            q(self.template.source()),
+            words.join(", ")
+        )
     }
 
     pub fn template(&self) -> &Template {
@@ -142,6 +145,7 @@ impl Task for ClassificationTask {
     }
 
     fn render(&self, ex: &Example) -> Result<Rendered> {
+        let prompt = self.template.render(ex)?;
         let gold = self
             .labels
             .iter()
@@ -160,7 +164,7 @@ impl Task for ClassificationTask {
                 ))
             })?;
         Ok(Rendered {
-            prompt: self.template.render(ex)?,
+            prompt,
             candidates: self.words.clone(),
             gold,
         })
