@@ -1,1 +1,247 @@
 //! Zero-shot evaluation of a model on a task split.
+//!
+//! [`evaluate`] is the core: it packs tokenized examples into plans of `batch` examples,
+//! scores them on any [`Backend`], and accumulates accuracy and MeZO's classification loss.
+//! [`run`] wires it to files on disk: model directory, task, data split, CPU backend.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::data::{load_split, resolve_task, tokenize_examples};
+use crate::plan::{Plan, TokenizedExample, Variant};
+use crate::{Error, Result};
+
+/// Running totals, reported after every batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalProgress {
+    pub done: usize,
+    pub total: usize,
+    pub correct: usize,
+    /// Packed tokens fed to the backend so far.
+    pub tokens: usize,
+    pub elapsed: Duration,
+}
+
+impl EvalProgress {
+    pub fn accuracy(&self) -> f64 {
+        if self.done == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.done as f64
+        }
+    }
+
+    pub fn tokens_per_s(&self) -> f64 {
+        per_second(self.tokens, self.elapsed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalResult {
+    pub n: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    pub mean_loss: f64,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    /// Predicted candidate of each example, in input order.
+    pub predictions: Vec<usize>,
+    /// Classification loss of each example, in input order.
+    pub losses: Vec<f32>,
+}
+
+fn per_second(n: usize, t: Duration) -> f64 {
+    let s = t.as_secs_f64();
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        0.0
+    }
+}
+
+/// Scores `examples` on `backend` in plans of at most `batch` examples, unperturbed.
+pub fn evaluate(
+    backend: &dyn Backend,
+    examples: &[TokenizedExample],
+    batch: usize,
+    progress: &mut dyn FnMut(&EvalProgress),
+) -> Result<EvalResult> {
+    if batch == 0 {
+        return Err(Error::Data("eval: batch size must be at least 1".into()));
+    }
+    if examples.is_empty() {
+        return Err(Error::Data("eval: no examples to evaluate".into()));
+    }
+    let start = Instant::now();
+    let mut state = EvalProgress {
+        done: 0,
+        total: examples.len(),
+        correct: 0,
+        tokens: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut predictions = Vec::with_capacity(examples.len());
+    let mut losses = Vec::with_capacity(examples.len());
+    let mut loss_sum = 0f64;
+    for chunk in examples.chunks(batch) {
+        let plan = Plan::build(chunk, &[Variant::BASE]).map_err(|e| match e {
+            // Plan errors count examples within the chunk; point at the whole input instead.
+            Error::Data(m) => Error::Data(format!(
+                "eval batch starting at example {}: {m}",
+                state.done
+            )),
+            other => other,
+        })?;
+        let scores = backend.score(&plan)?;
+        if scores.examples.len() != chunk.len() {
+            return Err(Error::Data(format!(
+                "backend {} returned {} example scores for a plan of {} examples",
+                backend.name(),
+                scores.examples.len(),
+                chunk.len()
+            )));
+        }
+        for (ex, s) in chunk.iter().zip(&scores.examples) {
+            state.correct += usize::from(s.pred == ex.gold);
+            loss_sum += s.loss as f64;
+            predictions.push(s.pred);
+            losses.push(s.loss);
+        }
+        state.done += chunk.len();
+        state.tokens += plan.n_tokens();
+        state.elapsed = start.elapsed();
+        progress(&state);
+    }
+    let n = examples.len();
+    Ok(EvalResult {
+        n,
+        correct: state.correct,
+        accuracy: state.correct as f64 / n as f64,
+        mean_loss: loss_sum / n as f64,
+        tokens: state.tokens,
+        seconds: state.elapsed.as_secs_f64(),
+        tokens_per_s: state.tokens_per_s(),
+        predictions,
+        losses,
+    })
+}
+
+/// What `zo-run eval` was asked to do.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub model: PathBuf,
+    /// `sentiment` or a task spec JSON file.
+    pub task: String,
+    pub data: PathBuf,
+    pub split: String,
+    pub limit: Option<usize>,
+    pub batch: usize,
+}
+
+/// The one JSON line `zo-run eval` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub task: String,
+    pub split: String,
+    pub n: usize,
+    pub accuracy: f64,
+    pub mean_loss: f64,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+}
+
+const FETCH_HINT: &str = "run tools/fetch-assets to download the default model and data";
+
+/// Loads model, tokenizer, task and split from disk and evaluates on the CPU backend, with a
+/// progress bar on stderr when `show_progress` is set.
+pub fn run(opts: &EvalOptions, show_progress: bool) -> Result<EvalReport> {
+    let missing = |path: &Path, what: &str, flag: &str| {
+        Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{what} not found: {FETCH_HINT}, or pass {flag}"),
+            ),
+        )
+    };
+    let config = opts.model.join("config.json");
+    if !config.is_file() {
+        return Err(missing(&config, "model", "--model DIR"));
+    }
+    if !opts.data.is_dir() {
+        return Err(missing(&opts.data, "data directory", "--data DIR"));
+    }
+    let task = resolve_task(&opts.task)?;
+    let mut examples = load_split(&opts.data, &opts.split).map_err(|e| match e {
+        Error::Data(m) if m.contains("not found") => Error::Data(format!("{m}: {FETCH_HINT}")),
+        other => other,
+    })?;
+    if let Some(limit) = opts.limit {
+        if limit == 0 {
+            return Err(Error::Data("--limit must be at least 1".into()));
+        }
+        examples.truncate(limit);
+    }
+
+    let (backend, tokenizer) = load_cpu(&opts.model)?;
+    let tokenized = tokenize_examples(task.as_ref(), &examples, |text, special| {
+        tokenizer.encode(text, special)
+    })?;
+
+    let bar = progress_bar(tokenized.len() as u64, show_progress);
+    let result = evaluate(&backend, &tokenized, opts.batch, &mut |p| {
+        bar.set_position(p.done as u64);
+        bar.set_message(format!(
+            "acc {:.3} | {:.0} tok/s",
+            p.accuracy(),
+            p.tokens_per_s()
+        ));
+    })?;
+    bar.finish_and_clear();
+
+    Ok(EvalReport {
+        model: opts.model.display().to_string(),
+        task: task.name().to_string(),
+        split: opts.split.clone(),
+        n: result.n,
+        accuracy: result.accuracy,
+        mean_loss: result.mean_loss,
+        tokens: result.tokens,
+        seconds: result.seconds,
+        tokens_per_s: result.tokens_per_s,
+    })
+}
+
+/// The model and tokenizer calls, kept in one place.
+fn load_cpu(
+    dir: &Path,
+) -> Result<(
+    crate::backend::cpu::CpuBackend,
+    crate::io::tokenizer::Tokenizer,
+)> {
+    let tokenizer = crate::io::tokenizer::Tokenizer::from_dir(dir)?;
+    let model = crate::model::load::load_model(dir)?;
+    tokenizer.check_model(&model.config)?;
+    Ok((crate::backend::cpu::CpuBackend::new(model), tokenizer))
+}
+
+fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} examples | {msg}",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
+    bar
+}

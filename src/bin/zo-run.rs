@@ -1,6 +1,8 @@
 //! zo-run: the command-line front end of zo.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -14,8 +16,68 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Cmd {}
+enum Cmd {
+    /// Zero-shot accuracy of a model on a task split; prints one line of JSON.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model directory (config.json, safetensors, tokenizer.json).
+    #[arg(long, default_value = "assets/smollm2-135m")]
+    model: PathBuf,
+    /// Built-in task name (sentiment) or a task spec JSON file.
+    #[arg(long, default_value = "sentiment")]
+    task: String,
+    /// Directory holding the split files (<split>.jsonl or <split>.tsv).
+    #[arg(long, default_value = "assets/data/sentiment")]
+    data: PathBuf,
+    #[arg(long, default_value = "test", value_parser = ["test", "dev", "train"])]
+    split: String,
+    /// Evaluate only the first N examples of the split.
+    #[arg(long, value_parser = positive)]
+    limit: Option<usize>,
+    /// Examples per scored plan.
+    #[arg(long, default_value_t = 16, value_parser = positive)]
+    batch: usize,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
+}
+
+fn eval(a: EvalArgs) -> zo::Result<()> {
+    let opts = zo::eval::EvalOptions {
+        model: a.model,
+        task: a.task,
+        data: a.data,
+        split: a.split,
+        limit: a.limit,
+        batch: a.batch,
+    };
+    let report = zo::eval::run(&opts, true)?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("an eval report serializes")
+    );
+    Ok(())
+}
 
 fn main() {
-    let _cli = Cli::parse();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Some(Cmd::Eval(a)) => eval(a),
+        None => {
+            Cli::command().print_help().expect("help prints to stdout");
+            println!();
+            return;
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

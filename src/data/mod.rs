@@ -1,1 +1,19 @@
 //! Tasks (prompt templates, candidates), dataset loaders and splits.
+//!
+//! The flow is: a loader reads a split file into [`Example`]s (text fields plus a label), a
+//! [`Task`] renders each into a prompt and candidate continuations, and [`tokenize_examples`]
+//! turns those into the [`crate::plan::TokenizedExample`]s that plans are built from.
+
+mod example;
+mod loaders;
+mod split;
+mod task;
+mod template;
+mod tokenize;
+
+pub use example::{Example, Origin};
+pub use loaders::{load_file, load_jsonl, load_split, load_tsv};
+pub use split::{mezo_splits, sample, sample_per_label, shuffle, SplitSpec, Splits, TrainSize};
+pub use task::{resolve_task, ClassificationTask, Rendered, Task};
+pub use template::Template;
+pub use tokenize::tokenize_examples;
