@@ -157,15 +157,10 @@ impl<'a> Fields<'a> {
         };
         match self.get(field) {
             None => Ok(None),
-            Some(Value::Array(items)) => match items.first() {
-                None => Ok(None),
-                Some(first) => {
-                    for item in items {
-                        one(item)?;
-                    }
-                    one(first).map(Some)
-                }
-            },
+            Some(Value::Array(items)) => {
+                let ids = items.iter().map(one).collect::<Result<Vec<u32>>>()?;
+                Ok(ids.first().copied())
+            }
             Some(v) => one(v).map(Some),
         }
     }
@@ -257,6 +252,7 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<ModelConfig> {
             f.origin
         )));
     }
+    let (rope_theta, rope_scaling) = parse_rope(f)?;
     Ok(ModelConfig {
         arch: Arch::Llama,
         model_type: model_type.to_string(),
@@ -270,8 +266,8 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<ModelConfig> {
         head_dim,
         max_position_embeddings: f.dim("max_position_embeddings")?,
         norm_eps: f.f64_or("rms_norm_eps", 1e-6)? as f32,
-        rope_theta: f.f64_or("rope_theta", 10000.0)? as f32,
-        rope_scaling: parse_rope_scaling(f)?,
+        rope_theta,
+        rope_scaling,
         tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
         qkv_bias,
         o_bias,
@@ -285,41 +281,50 @@ fn parse_llama(f: &Fields, model_type: &str) -> Result<ModelConfig> {
     })
 }
 
-fn parse_rope_scaling(f: &Fields) -> Result<Option<RopeScaling>> {
-    let Some(v) = f.get("rope_scaling") else {
-        return Ok(None);
+/// RoPE base and scaling. Files from transformers 5 nest both in `rope_parameters`; older ones
+/// write a top-level `rope_theta` and an optional `rope_scaling`.
+fn parse_rope(f: &Fields) -> Result<(f32, Option<RopeScaling>)> {
+    let top_theta = f.f64_or("rope_theta", 10000.0)?;
+    let (field, nested_default) = match f.get("rope_parameters") {
+        Some(_) => ("rope_parameters", Some("default")),
+        None => ("rope_scaling", None),
     };
-    let obj = v.as_object().ok_or_else(|| {
-        f.err(
-            "rope_scaling",
-            format!("must be an object or null, found {v}"),
-        )
-    })?;
-    let origin = format!("{} (rope_scaling)", f.origin);
+    let Some(v) = f.get(field) else {
+        return Ok((top_theta as f32, None));
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| f.err(field, format!("must be an object or null, found {v}")))?;
+    let origin = format!("{} ({field})", f.origin);
     let s = Fields {
         obj,
         origin: &origin,
     };
-    // Newer files write rope_type, older ones type; either names the scheme.
-    let kind = match s.get("rope_type") {
-        Some(_) => s.str_or("rope_type", "")?,
-        None => s.str_or("type", "")?,
+    let theta = s.f64_or("rope_theta", top_theta)?;
+    // rope_type in newer files, type in older ones.
+    let kind = match (s.get("rope_type"), s.get("type"), nested_default) {
+        (Some(_), _, _) => s.str_or("rope_type", "")?,
+        (None, Some(_), _) => s.str_or("type", "")?,
+        (None, None, Some(d)) => d,
+        (None, None, None) => return Err(f.err(field, "has neither `rope_type` nor `type`")),
     };
-    match kind {
-        // "default" is plain RoPE written out explicitly.
-        "default" => Ok(None),
-        "llama3" => Ok(Some(RopeScaling {
+    let scaling = match kind {
+        // Plain RoPE written out explicitly.
+        "default" => None,
+        "llama3" => Some(RopeScaling {
             factor: s.positive("factor")?,
             low_freq_factor: s.positive("low_freq_factor")?,
             high_freq_factor: s.positive("high_freq_factor")?,
             original_max_position_embeddings: s.dim("original_max_position_embeddings")?,
-        })),
-        "" => Err(f.err("rope_scaling", "has neither `rope_type` nor `type`")),
-        other => Err(Error::Unsupported(format!(
-            "{}: rope_scaling type \"{other}\" (only \"llama3\" is implemented)",
-            f.origin
-        ))),
-    }
+        }),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{}: {field} type \"{other}\" (only \"llama3\" and \"default\" are implemented)",
+                f.origin
+            )))
+        }
+    };
+    Ok((theta as f32, scaling))
 }
 
 fn parse_opt(f: &Fields) -> Result<ModelConfig> {
@@ -621,6 +626,30 @@ mod tests {
             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
         let c = ModelConfig::from_json_str(&llama_with("rope_scaling", Some(old)), "x").unwrap();
         assert_eq!(c.rope_scaling.unwrap().factor, 32.0);
+    }
+
+    #[test]
+    fn transformers5_rope_parameters() {
+        let params = serde_json::json!({"rope_theta": 500000.0, "rope_type": "llama3",
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192});
+        let c =
+            ModelConfig::from_json_str(&llama_with("rope_parameters", Some(params)), "x").unwrap();
+        assert_eq!(c.rope_theta, 500000.0);
+        assert_eq!(
+            c.rope_scaling.unwrap().original_max_position_embeddings,
+            8192
+        );
+        let params = serde_json::json!({"rope_theta": 1234.0, "rope_type": "default"});
+        let c =
+            ModelConfig::from_json_str(&llama_with("rope_parameters", Some(params)), "x").unwrap();
+        assert_eq!((c.rope_theta, c.rope_scaling), (1234.0, None));
+        let params = serde_json::json!({"rope_theta": 1e4, "rope_type": "yarn", "factor": 4.0});
+        let msg = unsupported(&llama_with("rope_parameters", Some(params)));
+        assert!(
+            msg.contains("yarn") && msg.contains("rope_parameters"),
+            "{msg}"
+        );
     }
 
     #[test]
