@@ -197,7 +197,7 @@ impl<'a> Cursor<'a> {
         let need = (n as u128) * (min_each as u128);
         if need > self.remaining() as u128 {
             return Err(self.err(format!(
-                "{what} is {n}, impossible with {} bytes left in the file",
+                "{what} is {n}, impossible with {} bytes left (truncated or corrupt file)",
                 self.remaining()
             )));
         }
