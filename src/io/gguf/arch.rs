@@ -339,7 +339,8 @@ mod tests {
 
     #[test]
     fn short_f32_keeps_decimal_spelling() {
-        assert_eq!(short_f32(1e-5).to_string(), "1e-5");
+        // The f64 nearest to decimal 1e-5, not the widened f32 (9.99999974e-6).
+        assert_eq!(short_f32(1e-5).as_f64(), Some(1e-5));
         assert_eq!(short_f32(100000.0).to_string(), "100000.0");
     }
 }

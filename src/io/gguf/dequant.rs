@@ -19,7 +19,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// The error says what is unsupported or inconsistent; the caller adds the tensor name.
 pub fn dequantize(t: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
     let (block, block_bytes) = t.block_geometry();
-    if n % block != 0 || bytes.len() != n / block * block_bytes {
+    if !n.is_multiple_of(block) || bytes.len() != n / block * block_bytes {
         return Err(format!(
             "{n} elements of {t} need {} bytes, got {}",
             n / block * block_bytes,

@@ -254,7 +254,7 @@ fn min_value_size(type_id: u32) -> Option<usize> {
     Some(match type_id {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
+        4..=6 => 4,
         10..=12 => 8,
         8 => 8,     // length prefix of an empty string
         9 => 4 + 8, // element type + length of an empty array
