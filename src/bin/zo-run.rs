@@ -1,6 +1,7 @@
 //! zo-run: the command-line front end of zo.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -19,6 +20,17 @@ struct Cli {
 enum Cmd {
     /// Zero-shot accuracy of a model on a task split; prints one line of JSON.
     Eval(EvalArgs),
+    /// Convert a GGUF model (llama/mistral/qwen2) into an HF directory: config.json,
+    /// model.safetensors, tokenizer.json.
+    ImportGguf {
+        /// The .gguf file to read.
+        input: PathBuf,
+        /// Output directory (created if missing; existing files are replaced).
+        out_dir: PathBuf,
+        /// Storage dtype of model.safetensors: f32 keeps the dequantized values exactly.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+        dtype: String,
+    },
 }
 
 #[derive(Args)]
@@ -66,18 +78,34 @@ fn eval(a: EvalArgs) -> zo::Result<()> {
     Ok(())
 }
 
-fn main() {
-    let cli = Cli::parse();
-    let result = match cli.cmd {
-        Some(Cmd::Eval(a)) => eval(a),
-        None => {
-            Cli::command().print_help().expect("help prints to stdout");
-            println!();
-            return;
+fn run(cmd: Cmd) -> zo::Result<()> {
+    match cmd {
+        Cmd::Eval(a) => eval(a),
+        Cmd::ImportGguf {
+            input,
+            out_dir,
+            dtype,
+        } => {
+            let dtype = dtype.parse()?;
+            let report = zo::io::gguf::import(&input, &out_dir, dtype)?;
+            println!("{report}");
+            Ok(())
         }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(cmd) = cli.cmd else {
+        Cli::command().print_help().expect("help prints to stdout");
+        println!();
+        return ExitCode::SUCCESS;
     };
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    match run(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
