@@ -2,7 +2,8 @@
 """HF-transformers parity goldens for tests/hf_parity.rs.
 
 Usage (from the repository root, with a Python that has torch, transformers, safetensors,
-gguf and numpy; CPU only, deterministic):
+gguf and numpy, plus accelerate for --smollm2, which transformers needs to read a GGUF; CPU
+only, deterministic: a rerun rewrites identical files):
 
     python tools/hf_goldens.py                      # tiny random models -> tests/fixtures/hf/
     python tools/hf_goldens.py --smollm2 assets/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -14,7 +15,10 @@ Tiny models: each is built from a config with fixed torch seeds, its weights rep
 seeded random values that make every tensor matter (norm gains away from 1, non-zero biases,
 logits with a spread of a few nats), rounded to the storage dtype, saved with save_pretrained
 into tests/fixtures/hf/<name>/ and reloaded from there in float32 with eager attention to
-compute golden.json. Goldens therefore come from exactly the bytes a loader reads.
+compute golden.json. Goldens therefore come from exactly the bytes a loader reads. A
+sensitivity check then asserts that features a port could silently drop (llama3 RoPE
+scaling, Qwen2 q/k/v biases, OPT's position offset of 2) move the goldens by far more than
+the tests' tolerance.
 
 config.json is written in the layout most published checkpoints use (rope_theta,
 rope_scaling, torch_dtype) rather than the newer rope_parameters/dtype keys, and the reload
@@ -152,7 +156,7 @@ def randomize(model, gen):
             p.copy_(0.1 * torch.randn(p.shape, generator=gen))
 
 
-def legacy_config(path, cfg_kwargs):
+def legacy_config(path):
     """Rewrites config.json in the layout of published checkpoints."""
     with open(path) as f:
         cfg = json.load(f)
@@ -211,6 +215,55 @@ def prompt_golden(logits, ids, vocab):
     }
 
 
+def golden_values(model, prompts):
+    vals = []
+    for p in prompts:
+        logits = forward_logits(model, p["ids"])
+        lsm = torch.log_softmax(logits.to(torch.float64), dim=-1)
+        vals += logits[-1, :N_LOGITS].tolist()
+        vals += [float(lsm[-1, c]) for c in p["candidates"]]
+        vals += [float(lsm[j, p["ids"][j + 1]]) for j in range(len(p["ids"]) - 1)]
+    return torch.tensor(vals, dtype=torch.float64)
+
+
+# The parity tests use 1e-3; a feature a loader or forward could silently drop must move the
+# goldens by well over that, or the fixture could not catch its loss.
+MIN_EFFECT = 1e-2
+
+
+@torch.no_grad()
+def check_sensitivity(name, out, cfg_cls, kwargs, prompts):
+    mutations = []
+    if kwargs.get("rope_scaling"):
+        mutations.append(("rope_scaling ignored", dict(kwargs, rope_scaling=None), None))
+    if cfg_cls is transformers.Qwen2Config:
+        def zero_qkv_bias(m):
+            for n, p in m.named_parameters():
+                if n.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
+                    p.zero_()
+        mutations.append(("q/k/v bias dropped", kwargs, zero_qkv_bias))
+    if cfg_cls is transformers.OPTConfig:
+        def forget_offset(m):
+            w = m.model.decoder.embed_positions.weight
+            w[2:] = w[:-2].clone()  # row p + 2 now holds what row p held
+        mutations.append(("position offset 2 forgotten", kwargs, forget_offset))
+    if not mutations:
+        return
+    cls = MODEL_CLASSES[cfg_cls.__name__]
+    ref = cls.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+    want = golden_values(ref, prompts)
+    for what, kw, edit in mutations:
+        cfg = cfg_cls(**kw)
+        cfg._attn_implementation = "eager"
+        m = cls(cfg).eval()
+        m.load_state_dict(ref.state_dict())
+        if edit:
+            edit(m)
+        effect = (golden_values(m, prompts) - want).abs().max().item()
+        assert effect > MIN_EFFECT, (name, what, effect)
+        print(f"{name}: {what} moves the goldens by up to {effect:.3f}")
+
+
 def dir_size(path):
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
@@ -241,7 +294,7 @@ def build_tiny(name, spec, index):
         assert os.path.exists(os.path.join(out, "model.safetensors.index.json"))
     else:
         assert written == ["model.safetensors"], written
-    legacy_config(os.path.join(out, "config.json"), kwargs)
+    legacy_config(os.path.join(out, "config.json"))
 
     # Goldens from the saved bytes, in float32.
     ref = MODEL_CLASSES[cfg_cls.__name__].from_pretrained(
@@ -270,6 +323,7 @@ def build_tiny(name, spec, index):
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
         f.write("\n")
+    check_sensitivity(name, out, cfg_cls, kwargs, prompts)
     size = dir_size(out)
     assert size < 2 * 1024 * 1024, (name, size)
     print(f"{name}: {len(written)} shard(s), {dtype}, {size / 1024:.0f} KiB, "
