@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod perturb;
 pub mod plan;
 pub mod rng;
 

@@ -15,46 +15,9 @@ use rayon::prelude::*;
 use self::attention::{causal_attention, AttnShape};
 use self::gemm::matmul_wt;
 use crate::backend::{Backend, Scores};
-use crate::model::{Arch, Layer, Linear, Mlp, Model};
+use crate::model::{Arch, Layer, Linear, Mlp, Model, Site, Slot};
 use crate::plan::{classification_scores, Plan};
 use crate::{Error, Result};
-
-/// Which Linear of a layer (or of the model) an application is. Perturbation families key
-/// their per-tensor random streams on this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Slot {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-    Fc1,
-    Fc2,
-    ProjectIn,
-    ProjectOut,
-}
-
-/// One Linear application site: the layer (None for model-level projections) and slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Site {
-    pub layer: Option<usize>,
-    pub slot: Slot,
-}
-
-impl Site {
-    fn layer(i: usize, slot: Slot) -> Site {
-        Site {
-            layer: Some(i),
-            slot,
-        }
-    }
-
-    fn model(slot: Slot) -> Site {
-        Site { layer: None, slot }
-    }
-}
 
 /// Logits are formed this many rows at a time, bounding memory to rows × vocab floats.
 const LOGIT_ROWS: usize = 64;

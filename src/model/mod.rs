@@ -4,8 +4,10 @@
 pub mod config;
 pub mod load;
 pub mod random;
+pub mod site;
 
 pub use config::{Activation, Arch, ModelConfig, RopeScaling};
+pub use site::{NormSite, Param, Site, Slot};
 
 /// A dense layer `y = x·Wᵀ + b`, W stored row-major as [out][in] like HF/PyTorch.
 #[derive(Debug, Clone)]
