@@ -70,7 +70,7 @@ pub fn uniform_open0(x: u32) -> f32 {
 const LOG_P0: f32 = 0.666_667_76;
 const LOG_P1: f32 = 0.399_775_74;
 const LOG_P2: f32 = 0.298_709_36;
-const LN2_HI: f32 = 0.693_145_751_953_125; // 0x3f317200: e * LN2_HI is exact for |e| < 2^9
+const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: e * LN2_HI is exact for |e| < 2^9
 const LN2_LO: f32 = 1.428_606_8e-6;
 const SQRT2: f32 = std::f32::consts::SQRT_2;
 
@@ -354,6 +354,48 @@ mod tests {
             ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
+    }
+
+    /// The device twin must use the same constants: parse them out of the CUDA header.
+    #[test]
+    fn constants_match_the_cuda_header() {
+        let header = include_str!("../csrc/philox.cuh");
+        let float = |name: &str| -> f32 {
+            let decl = format!("static constexpr float ZO_{name} = ");
+            let line = header
+                .lines()
+                .find(|l| l.starts_with(&decl))
+                .unwrap_or_else(|| panic!("ZO_{name} not declared in philox.cuh"));
+            let lit = line[decl.len()..].split('f').next().unwrap();
+            lit.parse().unwrap()
+        };
+        let int = |name: &str| -> u32 {
+            let decl = format!("#define ZO_{name} 0x");
+            let line = header.lines().find(|l| l.starts_with(&decl)).unwrap();
+            u32::from_str_radix(line[decl.len()..].trim_end_matches('u'), 16).unwrap()
+        };
+        for (name, value) in [
+            ("LOG_P0", LOG_P0),
+            ("LOG_P1", LOG_P1),
+            ("LOG_P2", LOG_P2),
+            ("LN2_HI", LN2_HI),
+            ("LN2_LO", LN2_LO),
+            ("SQRT2", SQRT2),
+            ("SIN_P0", SIN_P0),
+            ("SIN_P1", SIN_P1),
+            ("SIN_P2", SIN_P2),
+            ("COS_P0", COS_P0),
+            ("COS_P1", COS_P1),
+            ("COS_P2", COS_P2),
+            ("TURN_STEP", TURN_STEP),
+            ("TWO_M24", 1.0 / 16_777_216.0),
+        ] {
+            assert_eq!(float(name).to_bits(), value.to_bits(), "ZO_{name}");
+        }
+        assert_eq!(int("PHILOX_M0"), PHILOX_M0);
+        assert_eq!(int("PHILOX_M1"), PHILOX_M1);
+        assert_eq!(int("PHILOX_W0"), PHILOX_W0);
+        assert_eq!(int("PHILOX_W1"), PHILOX_W1);
     }
 
     #[test]
