@@ -9,7 +9,7 @@
 extern "C" __global__ void zo_rng_draw_f32(ZoRngDrawParams p, float* __restrict__ out) {
     const uint64_t end = p.start + p.n;
     const uint64_t first = p.start >> 2;
-    const uint64_t blocks = ((end + 3) >> 2) - first;
+    const uint64_t blocks = (end >> 2) + ((end & 3) != 0) - first; // no overflow near 2^64
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < blocks; t += stride) {
         const uint64_t b = first + t;
@@ -35,7 +35,7 @@ extern "C" __global__ void zo_rng_draw_f32(ZoRngDrawParams p, float* __restrict_
 extern "C" __global__ void zo_rng_draw_u32(ZoRngDrawParams p, uint32_t* __restrict__ out) {
     const uint64_t end = p.start + p.n;
     const uint64_t first = p.start >> 2;
-    const uint64_t blocks = ((end + 3) >> 2) - first;
+    const uint64_t blocks = (end >> 2) + ((end & 3) != 0) - first; // no overflow near 2^64
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < blocks; t += stride) {
         const uint64_t b = first + t;

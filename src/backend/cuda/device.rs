@@ -140,3 +140,31 @@ impl CudaDevice {
         Ok(f)
     }
 }
+
+#[cfg(all(test, zo_kernels))]
+mod tests {
+    use super::FATBIN;
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// The embedded image holds SASS for sm_80 and sm_90 (ELF e_flags carry the SM number in
+    /// bits 8..16) and names every kernel the host launches.
+    #[test]
+    fn fatbin_has_both_sass_targets_and_the_kernels() {
+        let mut archs = Vec::new();
+        let mut i = 0;
+        while let Some(off) = FATBIN[i..].windows(4).position(|w| w == b"\x7fELF") {
+            let at = i + off;
+            let flags = u32::from_le_bytes(FATBIN[at + 0x30..at + 0x34].try_into().unwrap());
+            archs.push((flags >> 8) & 0xff);
+            i = at + 4;
+        }
+        archs.sort();
+        assert_eq!(archs, [80, 90], "SASS targets in the fatbin");
+        for name in ["zo_rng_draw_f32", "zo_rng_draw_u32"] {
+            assert!(contains(FATBIN, name.as_bytes()), "{name} missing");
+        }
+    }
+}
