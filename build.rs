@@ -1,1 +1,112 @@
-fn main() {}
+//! Builds the CUDA kernels when the `cuda` feature is on.
+//!
+//! - Finds nvcc (the `NVCC` variable, else `nvcc` on PATH). Without it the crate still builds,
+//!   CPU only, and says so with a warning; the CUDA backend then reports at run time that it was
+//!   built without kernels.
+//! - Compiles every `csrc/*.cu` into ONE fatbin in OUT_DIR (SASS for sm_80 and sm_90a, PTX for
+//!   compute_80 so newer GPUs can JIT it) and sets `cfg(zo_kernels)`; the backend embeds it.
+//! - Runs bindgen over `csrc/zo_params.h` (the kernel parameter structs) into OUT_DIR/params.rs.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PARAMS_HEADER: &str = "csrc/zo_params.h";
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(zo_kernels)");
+    println!("cargo::rerun-if-changed=build.rs");
+    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    println!("cargo::rerun-if-changed=csrc");
+    println!("cargo::rerun-if-env-changed=NVCC");
+
+    let Some(nvcc) = find_nvcc() else {
+        println!(
+            "cargo::warning=feature `cuda` is on but nvcc was not found, so the CUDA kernels \
+             are not built and the CUDA backend will refuse to start. Set NVCC=/path/to/nvcc or \
+             put nvcc on PATH (see README, \"Building the CUDA kernels\")."
+        );
+        return;
+    };
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    compile_fatbin(&nvcc, &out);
+    generate_params(&out);
+    println!("cargo::rustc-cfg=zo_kernels");
+}
+
+fn find_nvcc() -> Option<PathBuf> {
+    if let Some(p) = env::var_os("NVCC") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            panic!(
+                "NVCC={} is not a file; point it at the nvcc binary",
+                p.display()
+            );
+        }
+        return Some(p);
+    }
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join("nvcc"))
+        .find(|p| p.is_file())
+}
+
+fn compile_fatbin(nvcc: &Path, out: &Path) {
+    let csrc = Path::new(env!("CARGO_MANIFEST_DIR")).join("csrc");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&csrc)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", csrc.display()))
+        .map(|e| e.expect("listing csrc").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    sources.sort();
+
+    // nvcc writes one output per translation unit, so the .cu files are compiled as one unit
+    // that includes each of them: one fatbin, one module to load, every kernel in it. Helpers
+    // local to a .cu file therefore need names unique across csrc/ (prefix or namespace).
+    let unity = out.join("zo_kernels.cu");
+    let body: String = sources
+        .iter()
+        .map(|p| format!("#include \"{}\"\n", p.display()))
+        .collect();
+    std::fs::write(&unity, body).expect("writing the kernel unity file");
+
+    let fatbin = out.join("zo_kernels.fatbin");
+    // No --use_fast_math: it would approximate divide/sqrt and break the bit-exact host/device
+    // RNG and update contract. No -fmad=false either: the RNG and update code spells every
+    // float operation as an explicit round-to-nearest intrinsic (__fmul_rn, __fadd_rn,
+    // __fmaf_rn, ...), which PTX marks with .rn and which neither nvcc nor ptxas contracts, so
+    // the GEMM and attention kernels keep their FMA contraction.
+    let status = Command::new(nvcc)
+        .args(["-fatbin", "-O3", "-std=c++17", "-lineinfo"])
+        .args(["-gencode", "arch=compute_80,code=sm_80"])
+        .args(["-gencode", "arch=compute_90a,code=sm_90a"])
+        .args(["-gencode", "arch=compute_80,code=compute_80"])
+        .arg("-I")
+        .arg(&csrc)
+        .arg("-o")
+        .arg(&fatbin)
+        .arg(&unity)
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", nvcc.display()));
+    if !status.success() {
+        panic!("{} failed ({status}) compiling csrc/*.cu", nvcc.display());
+    }
+}
+
+fn generate_params(out: &Path) {
+    let bindings = bindgen::Builder::default()
+        .header(PARAMS_HEADER)
+        .allowlist_type("Zo.*")
+        .allowlist_var("ZO_.*")
+        .derive_default(true)
+        .derive_debug(true)
+        .derive_copy(true)
+        .generate()
+        .unwrap_or_else(|e| {
+            panic!("bindgen over {PARAMS_HEADER} failed (is libclang installed?): {e}")
+        });
+    bindings
+        .write_to_file(out.join("params.rs"))
+        .expect("writing params.rs");
+}

@@ -1,1 +1,13 @@
 //! The CUDA backend on cudarc.
+//!
+//! The kernels in `csrc/` are compiled by build.rs into one fatbin that is embedded in the
+//! library (`cfg(zo_kernels)`); [`CudaDevice`] loads it once per device and looks kernels up by
+//! name. Everything that can be missing at run time (kernels, the driver library, a GPU) comes
+//! back as [`crate::Error::Cuda`], never as a panic.
+
+mod device;
+#[cfg(zo_kernels)]
+mod params;
+mod rng;
+
+pub use device::{kernels_built, CudaDevice};
