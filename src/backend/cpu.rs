@@ -15,20 +15,21 @@ use rayon::prelude::*;
 use self::attention::{causal_attention, AttnShape};
 use self::gemm::matmul_wt;
 use crate::backend::{Backend, Scores};
-use crate::model::{Arch, Layer, Linear, Mlp, Model, Site, Slot};
+use crate::model::{Arch, Layer, Linear, Mlp, Model, Norm, NormSite, Site, Slot};
+use crate::perturb::{segments, Family, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::plan::{classification_scores, Plan};
 use crate::{Error, Result};
 
 /// Logits are formed this many rows at a time, bounding memory to rows × vocab floats.
 const LOGIT_ROWS: usize = 64;
 
-/// Scores plans with the unperturbed model. A plan may leave `seq_variant` empty (every
-/// sequence runs the base model); variants with a nonzero sign and ε are rejected as
-/// unsupported until perturbation families exist.
+/// Scores plans. A plan may leave `seq_variant` empty (every sequence runs the base model);
+/// perturbed variants need a perturbation family, which also holds the trained state.
 pub struct CpuBackend {
     model: Model,
     /// RoPE inverse frequencies (Llama family only).
     inv_freq: Vec<f32>,
+    family: Option<Box<dyn Family>>,
 }
 
 impl CpuBackend {
@@ -40,17 +41,58 @@ impl CpuBackend {
             Arch::Llama => ops::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling.as_ref()),
             Arch::Opt => Vec::new(),
         };
-        CpuBackend { model, inv_freq }
+        CpuBackend {
+            model,
+            inv_freq,
+            family: None,
+        }
+    }
+
+    /// A backend whose forward applies `family`'s trained state and perturbed variants.
+    pub fn with_family(model: Model, family: Box<dyn Family>) -> CpuBackend {
+        let mut b = CpuBackend::new(model);
+        b.family = Some(family);
+        b
     }
 
     pub fn model(&self) -> &Model {
         &self.model
     }
 
+    pub fn family(&self) -> Option<&dyn Family> {
+        self.family.as_deref()
+    }
+
+    /// Weights and family, both mutable (in-place perturbation, replay, tests).
+    pub fn parts_mut(&mut self) -> (&mut Model, Option<&mut Box<dyn Family>>) {
+        (&mut self.model, self.family.as_mut())
+    }
+
+    pub fn into_parts(self) -> (Model, Option<Box<dyn Family>>) {
+        (self.model, self.family)
+    }
+
+    /// Start of step `step`: the family may fold state into the weights (low-rank merge).
+    pub fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+        if let Some(f) = self.family.as_mut() {
+            f.begin_step(&mut self.model, step, period_seed);
+        }
+    }
+
+    /// The ZO update of one step, regenerated from its record.
+    pub fn update(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        match self.family.as_mut() {
+            Some(f) => f.update(&mut self.model, rec, cfg),
+            None => Err(Error::Unsupported(
+                "update needs a perturbation family on the backend".into(),
+            )),
+        }
+    }
+
     /// Full-vocabulary logits at the given packed rows, in the order given.
     pub fn logits_at(&self, plan: &Plan, rows: &[u32]) -> Result<Vec<Vec<f32>>> {
         validate::model_shapes(&self.model)?;
-        validate::forward_inputs(plan, &self.model)?;
+        validate::forward_inputs(plan, &self.model, self.family.is_some())?;
         if let Some(&r) = rows.iter().find(|&&r| r as usize >= plan.n_tokens()) {
             return Err(Error::Data(format!(
                 "plan: logits requested at row {r} but the plan has {} tokens",
@@ -76,7 +118,7 @@ impl Backend for CpuBackend {
 
     fn score(&self, plan: &Plan) -> Result<Scores> {
         validate::model_shapes(&self.model)?;
-        validate::forward_inputs(plan, &self.model)?;
+        validate::forward_inputs(plan, &self.model, self.family.is_some())?;
         validate::scoring_inputs(plan, &self.model)?;
         let rows = plan.scoring_rows();
         if rows.is_empty() {
@@ -120,14 +162,24 @@ struct Pass<'a> {
     model: &'a Model,
     plan: &'a Plan,
     inv_freq: &'a [f32],
+    pert: Option<&'a dyn Perturbation>,
+    /// Perturbed row ranges of the plan (empty without a family).
+    segs: Vec<Segment>,
 }
 
 impl<'a> Pass<'a> {
     fn new(backend: &'a CpuBackend, plan: &'a Plan) -> Self {
+        let pert = backend.family.as_deref().map(|f| f as &dyn Perturbation);
         Pass {
             model: &backend.model,
             plan,
             inv_freq: &backend.inv_freq,
+            segs: if pert.is_some() {
+                segments(plan)
+            } else {
+                Vec::new()
+            },
+            pert,
         }
     }
 
@@ -136,7 +188,85 @@ impl<'a> Pass<'a> {
     fn linear(&self, x: &[f32], lin: &Linear, site: Site) -> Vec<f32> {
         let rows = x.len() / lin.in_dim;
         debug_assert_eq!(rows * lin.in_dim, x.len(), "{site:?}: ragged input");
-        matmul_wt(x, &lin.w, lin.b.as_deref(), rows, lin.in_dim, lin.out_dim)
+        let mut y = matmul_wt(x, &lin.w, lin.b.as_deref(), rows, lin.in_dim, lin.out_dim);
+        if let Some(p) = self.pert {
+            p.linear(site, lin, x, &mut y, &self.segs);
+        }
+        y
+    }
+
+    /// [`Pass::linear`] on gathered packed `rows` (the logits path, any order): segments are
+    /// re-expressed as runs of the gathered buffer's rows.
+    fn linear_rows(&self, x: &[f32], lin: &Linear, site: Site, rows: &[u32]) -> Vec<f32> {
+        let n = rows.len();
+        let mut y = matmul_wt(x, &lin.w, lin.b.as_deref(), n, lin.in_dim, lin.out_dim);
+        if let Some(p) = self.pert {
+            p.linear(site, lin, x, &mut y, &self.gathered_segments(rows));
+        }
+        y
+    }
+
+    /// Segments over a gathered buffer whose row `i` is packed row `rows[i]`.
+    fn gathered_segments(&self, rows: &[u32]) -> Vec<Segment> {
+        let mut out: Vec<Segment> = Vec::new();
+        for (i, &r) in rows.iter().enumerate() {
+            let r = r as usize;
+            let k = self.segs.partition_point(|s| s.rows.end <= r);
+            let Some(seg) = self.segs.get(k).filter(|s| s.rows.contains(&r)) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(last) if last.variant == seg.variant && last.rows.end == i => {
+                    last.rows.end = i + 1
+                }
+                _ => out.push(Segment {
+                    rows: i..i + 1,
+                    ..seg.clone()
+                }),
+            }
+        }
+        out
+    }
+
+    /// Normalises every `width`-wide row of `x` in place. Buffer row `i` is packed row
+    /// `packed_row(i)`; rows inside a segment whose family perturbs this norm use the
+    /// segment's norm parameters.
+    fn norm_rows(
+        &self,
+        x: &mut [f32],
+        width: usize,
+        norm: &Norm,
+        site: NormSite,
+        packed_row: impl Fn(usize) -> usize + Sync,
+    ) {
+        let effective: Vec<Option<Norm>> = match self.pert {
+            Some(p) => self.segs.iter().map(|s| p.norm(site, norm, s)).collect(),
+            None => Vec::new(),
+        };
+        if effective.iter().all(Option::is_none) {
+            ops::norm_rows_in_place(x, width, norm);
+            return;
+        }
+        x.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
+            let r = packed_row(i);
+            let seg = self.segs.partition_point(|s| s.rows.end <= r);
+            let n = match effective.get(seg) {
+                Some(Some(eff)) if self.segs[seg].rows.contains(&r) => eff,
+                _ => norm,
+            };
+            ops::norm_row(row, n);
+        });
+    }
+
+    /// A normalised copy of the packed `[T][hidden]` stream (the residual keeps `x`).
+    fn norm(&self, x: &[f32], norm: &Norm, site: NormSite) -> Vec<f32> {
+        let mut y = x.to_vec();
+        self.norm_rows(&mut y, self.model.config.hidden_size, norm, site, |i| i);
+        y
+    }
+
+    fn norm_in_place(&self, x: &mut [f32], norm: &Norm, site: NormSite) {
+        self.norm_rows(x, self.model.config.hidden_size, norm, site, |i| i);
     }
 
     /// The residual stream after the last layer, `[T][hidden]`, before any final norm.
@@ -148,6 +278,9 @@ impl<'a> Pass<'a> {
         let mut x = Vec::with_capacity(plan.n_tokens() * e);
         for &t in &plan.tokens {
             x.extend_from_slice(&m.embed[t as usize * e..][..e]);
+        }
+        if let Some(p) = self.pert {
+            p.embed(&plan.tokens, &mut x, &self.segs);
         }
         if let Some(pi) = &m.project_in {
             x = self.linear(&x, pi, Site::model(Slot::ProjectIn));
@@ -161,27 +294,29 @@ impl<'a> Pass<'a> {
                     let pe = &pos[(p as usize + 2) * h..][..h];
                     row.iter_mut().zip(pe).for_each(|(a, b)| *a += b);
                 });
+            if let Some(p) = self.pert {
+                p.pos_embed(&plan.positions, &mut x, &self.segs);
+            }
         }
         let rope =
             (c.arch == Arch::Llama).then(|| ops::rope_tables(&plan.positions, self.inv_freq));
         // Llama is always pre-norm; OPT says which.
         let pre_norm = c.arch == Arch::Llama || c.pre_norm;
-        let h = c.hidden_size;
         for (li, layer) in m.layers.iter().enumerate() {
             if pre_norm {
-                let n = ops::norm_rows(&x, h, &layer.attn_norm);
+                let n = self.norm(&x, &layer.attn_norm, NormSite::Attn(li));
                 let a = self.attention(&n, layer, li, rope.as_ref());
                 ops::add_in_place(&mut x, &a);
-                let n = ops::norm_rows(&x, h, &layer.mlp_norm);
+                let n = self.norm(&x, &layer.mlp_norm, NormSite::Mlp(li));
                 let f = self.mlp(&n, layer, li);
                 ops::add_in_place(&mut x, &f);
             } else {
                 let a = self.attention(&x, layer, li, rope.as_ref());
                 ops::add_in_place(&mut x, &a);
-                ops::norm_rows_in_place(&mut x, h, &layer.attn_norm);
+                self.norm_in_place(&mut x, &layer.attn_norm, NormSite::Attn(li));
                 let f = self.mlp(&x, layer, li);
                 ops::add_in_place(&mut x, &f);
-                ops::norm_rows_in_place(&mut x, h, &layer.mlp_norm);
+                self.norm_in_place(&mut x, &layer.mlp_norm, NormSite::Mlp(li));
             }
         }
         x
@@ -249,11 +384,15 @@ impl<'a> Pass<'a> {
             x.extend_from_slice(&hidden[r as usize * h..][..h]);
         }
         if let Some(n) = &m.final_norm {
-            ops::norm_rows_in_place(&mut x, h, n);
+            self.norm_rows(&mut x, h, n, NormSite::Final, |i| rows[i] as usize);
         }
         if let Some(po) = &m.project_out {
-            x = self.linear(&x, po, Site::model(Slot::ProjectOut));
+            x = self.linear_rows(&x, po, Site::model(Slot::ProjectOut), rows);
         }
-        matmul_wt(&x, m.head(), None, rows.len(), c.embed_dim, c.vocab_size)
+        let mut logits = matmul_wt(&x, m.head(), None, rows.len(), c.embed_dim, c.vocab_size);
+        if let Some(p) = self.pert {
+            p.head(m, &x, rows, &mut logits, &self.segs);
+        }
+        logits
     }
 }

@@ -70,7 +70,10 @@ pub struct Site {
 
 impl Site {
     pub fn layer(i: usize, slot: Slot) -> Site {
-        Site { layer: Some(i), slot }
+        Site {
+            layer: Some(i),
+            slot,
+        }
     }
 
     pub fn model(slot: Slot) -> Site {
@@ -144,7 +147,12 @@ mod tests {
     #[test]
     fn tensor_ids_are_distinct() {
         let mut all = vec![Param::Embed, Param::PosEmbed, Param::Head];
-        for n in [NormSite::Final, NormSite::Attn(0), NormSite::Mlp(0), NormSite::Attn(3)] {
+        for n in [
+            NormSite::Final,
+            NormSite::Attn(0),
+            NormSite::Mlp(0),
+            NormSite::Attn(3),
+        ] {
             all.push(Param::NormWeight(n));
             all.push(Param::NormBias(n));
         }

@@ -8,7 +8,9 @@ pub struct Dense;
 
 impl Dense {
     pub fn new(_cfg: FamilyConfig, _dist: Dist, _model: &Model) -> Result<Dense> {
-        Err(Error::Unsupported("the dense family is not implemented yet".into()))
+        Err(Error::Unsupported(
+            "the dense family is not implemented yet".into(),
+        ))
     }
 }
 

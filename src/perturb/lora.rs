@@ -8,7 +8,9 @@ pub struct Lora;
 
 impl Lora {
     pub fn new(_cfg: FamilyConfig, _dist: Dist, _model: &Model, _seed: u64) -> Result<Lora> {
-        Err(Error::Unsupported("the lora family is not implemented yet".into()))
+        Err(Error::Unsupported(
+            "the lora family is not implemented yet".into(),
+        ))
     }
 }
 

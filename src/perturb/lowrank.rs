@@ -8,7 +8,9 @@ pub struct LowRank;
 
 impl LowRank {
     pub fn new(_cfg: FamilyConfig, _dist: Dist, _model: &Model) -> Result<LowRank> {
-        Err(Error::Unsupported("the lowrank family is not implemented yet".into()))
+        Err(Error::Unsupported(
+            "the lowrank family is not implemented yet".into(),
+        ))
     }
 }
 

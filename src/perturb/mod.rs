@@ -171,8 +171,7 @@ pub struct UpdateConfig {
 pub trait Perturbation: Send + Sync {
     /// After `y = x·Wᵀ + b`: add the family's trained adapter term (every row) and
     /// `seg.scale·P_seed(x)` for the rows of each segment.
-    fn linear(&self, _site: Site, _lin: &Linear, _x: &[f32], _y: &mut [f32], _segs: &[Segment]) {
-    }
+    fn linear(&self, _site: Site, _lin: &Linear, _x: &[f32], _y: &mut [f32], _segs: &[Segment]) {}
 
     /// The norm to use for the rows of `seg`, if the family perturbs norm parameters.
     fn norm(&self, _site: NormSite, _norm: &Norm, _seg: &Segment) -> Option<Norm> {
@@ -187,7 +186,15 @@ pub trait Perturbation: Send + Sync {
 
     /// After `logits = h·Headᵀ` at packed `rows` (`h` is `[rows][embed_dim]`): the head's
     /// perturbation for rows inside segments (dense).
-    fn head(&self, _model: &Model, _h: &[f32], _rows: &[u32], _logits: &mut [f32], _segs: &[Segment]) {}
+    fn head(
+        &self,
+        _model: &Model,
+        _h: &[f32],
+        _rows: &[u32],
+        _logits: &mut [f32],
+        _segs: &[Segment],
+    ) {
+    }
 
     /// Keys and values (`[tokens][kv_heads·head_dim]` each) every sequence of `seg` (or of
     /// the unperturbed rows, `None`) attends to before its own tokens (prefix).

@@ -8,7 +8,9 @@ pub struct Prefix;
 
 impl Prefix {
     pub fn new(_cfg: FamilyConfig, _dist: Dist, _model: &Model, _seed: u64) -> Result<Prefix> {
-        Err(Error::Unsupported("the prefix family is not implemented yet".into()))
+        Err(Error::Unsupported(
+            "the prefix family is not implemented yet".into(),
+        ))
     }
 }
 

@@ -10,14 +10,6 @@ fn rows_per_task(dim: usize) -> usize {
     (16_384 / dim.max(1)).max(1)
 }
 
-/// Applies `norm` to every `dim`-wide row of `x`, returning a new buffer (the residual
-/// stream keeps the un-normalised values).
-pub fn norm_rows(x: &[f32], dim: usize, norm: &Norm) -> Vec<f32> {
-    let mut y = x.to_vec();
-    norm_rows_in_place(&mut y, dim, norm);
-    y
-}
-
 pub fn norm_rows_in_place(x: &mut [f32], dim: usize, norm: &Norm) {
     let per = rows_per_task(dim);
     x.par_chunks_mut(dim * per).for_each(|chunk| {
@@ -30,7 +22,7 @@ pub fn norm_rows_in_place(x: &mut [f32], dim: usize, norm: &Norm) {
 /// HF order: RMSNorm is `w * (x * rsqrt(mean(x²) + eps))`; LayerNorm is
 /// `(x - mean) / sqrt(var + eps) * w + b` with the biased variance. Statistics are
 /// accumulated in f64 so they carry no summation-order noise.
-fn norm_row(row: &mut [f32], norm: &Norm) {
+pub fn norm_row(row: &mut [f32], norm: &Norm) {
     let n = row.len() as f64;
     match norm.kind {
         NormKind::Rms => {
@@ -180,12 +172,14 @@ mod tests {
     #[test]
     fn rms_and_layer_norm_values() {
         let x = [1.0f32, 2.0, 3.0, 4.0];
-        let y = norm_rows(&x, 4, &norm(NormKind::Rms, Some(vec![2.0; 4]), None));
+        let mut y = x;
+        norm_rows_in_place(&mut y, 4, &norm(NormKind::Rms, Some(vec![2.0; 4]), None));
         let r = 1.0 / (7.5f64 + 1e-5).sqrt();
         for (g, v) in y.iter().zip(x) {
             assert!((*g as f64 - 2.0 * v as f64 * r).abs() < 1e-6);
         }
-        let y = norm_rows(&x, 4, &norm(NormKind::Layer, None, Some(vec![1.0; 4])));
+        let mut y = x;
+        norm_rows_in_place(&mut y, 4, &norm(NormKind::Layer, None, Some(vec![1.0; 4])));
         // mean 2.5, var 1.25.
         let r = 1.0 / (1.25f64 + 1e-5).sqrt();
         for (g, v) in y.iter().zip(x) {

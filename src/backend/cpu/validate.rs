@@ -10,7 +10,8 @@ fn data(msg: String) -> Error {
 }
 
 /// Everything the forward pass reads: tokens, positions, sequence boundaries, variants.
-pub fn forward_inputs(plan: &Plan, model: &Model) -> Result<()> {
+/// `perturbable`: whether perturbed variants can be scored (a family is set).
+pub fn forward_inputs(plan: &Plan, model: &Model, perturbable: bool) -> Result<()> {
     let c = &model.config;
     let t = plan.n_tokens();
     if plan.positions.len() != t {
@@ -82,10 +83,16 @@ pub fn forward_inputs(plan: &Plan, model: &Model) -> Result<()> {
                 plan.variants.len()
             )));
         };
-        if var.sign != 0 && var.eps != 0.0 {
+        if !(-1..=1).contains(&var.sign) || !var.eps.is_finite() || var.eps < 0.0 {
+            return Err(data(format!(
+                "variant {v} has sign {} and eps {}; expected sign -1, 0 or 1 and a finite eps >= 0",
+                var.sign, var.eps
+            )));
+        }
+        if !perturbable && var.sign != 0 && var.eps != 0.0 {
             return Err(Error::Unsupported(format!(
-                "variant {v} (sign {}, eps {}) is perturbed; the CPU backend scores the \
-                 unperturbed model only",
+                "variant {v} (sign {}, eps {}) is perturbed but this backend has no \
+                 perturbation family; set one with CpuBackend::with_family",
                 var.sign, var.eps
             )));
         }
