@@ -21,8 +21,13 @@ fn main() {
     }
     println!("cargo::rerun-if-changed=csrc");
     println!("cargo::rerun-if-env-changed=NVCC");
+    println!("cargo::rerun-if-env-changed=ZO_REQUIRE_KERNELS");
 
     let Some(nvcc) = find_nvcc() else {
+        // CI sets this so that a lost nvcc fails the build instead of silently going CPU-only.
+        if env::var_os("ZO_REQUIRE_KERNELS").is_some_and(|v| v != "0") {
+            panic!("ZO_REQUIRE_KERNELS is set but nvcc was not found (set NVCC or PATH)");
+        }
         println!(
             "cargo::warning=feature `cuda` is on but nvcc was not found, so the CUDA kernels \
              are not built and the CUDA backend will refuse to start. Set NVCC=/path/to/nvcc or \
