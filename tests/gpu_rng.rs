@@ -13,7 +13,7 @@ fn device() -> Option<CudaDevice> {
             panic!("ZO_REQUIRE_GPU=1 but no usable GPU: {e}")
         }
         Err(e) => {
-            println!("skipped: {e}");
+            skip(&format!("gpu_rng: {e}"));
             None
         }
     }
@@ -104,4 +104,11 @@ fn unknown_kernel_is_a_clear_error() {
     let Some(dev) = device() else { return };
     let err = dev.function("zo_no_such_kernel").unwrap_err();
     assert!(err.to_string().contains("zo_no_such_kernel"), "{err}");
+}
+
+/// Says why a test did not run. Written to the process's stderr directly, not through
+/// `eprintln!`, so the test harness does not capture it and CI logs show every skip.
+fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
 }

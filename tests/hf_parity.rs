@@ -285,7 +285,9 @@ fn matrix_dtype(dir: &Path) -> &'static str {
 fn smollm2_matches_transformers() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/smollm2-135m");
     if !dir.exists() {
-        println!("skipped: assets/smollm2-135m not found (run tools/fetch-assets)");
+        skip(
+            "smollm2_matches_transformers: assets/smollm2-135m not found (run tools/fetch-assets)",
+        );
         return;
     }
     let golden: SmolGolden = read_json(&fixtures().join("smollm2-135m.json"));
@@ -340,4 +342,11 @@ fn smollm2_matches_transformers() {
             &e.last_logits,
         );
     }
+}
+
+/// Says why a test did not run. Written to the process's stderr directly, not through
+/// `eprintln!`, so the test harness does not capture it and CI logs show every skip.
+fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
 }
