@@ -24,14 +24,20 @@ fn dense_backend(model: &Model, dist: Dist) -> CpuBackend {
 fn all_params(model: &Model) -> Vec<(String, Vec<u32>)> {
     let mut m = model.clone();
     let mut out = Vec::new();
-    for_each_param(&mut m, |p, data, _| out.push((format!("{p:?}"), bits(data))));
+    for_each_param(&mut m, |p, data, _| {
+        out.push((format!("{p:?}"), bits(data)))
+    });
     out
 }
 
 #[test]
 fn fused_scoring_equals_materialized_weights() {
     for (name, model) in models() {
-        for (q, dist) in [(1, Dist::Gaussian), (4, Dist::Gaussian), (1, Dist::Rademacher)] {
+        for (q, dist) in [
+            (1, Dist::Gaussian),
+            (4, Dist::Gaussian),
+            (1, Dist::Rademacher),
+        ] {
             let variants = two_sided(q, EPS);
             let plan = plan(&model, &variants);
             let fused = logprobs(&dense_backend(&model, dist), &plan);
@@ -99,8 +105,14 @@ fn in_place_mezo_sequence_matches_fused_and_restores_theta_up_to_rounding() {
         let minus = logprobs(&backend, &base_plan);
         perturb_in_place(backend.parts_mut().0, s, EPS, dist);
 
-        assert!(max_abs_diff(&plus, &of_variant(&fused, 2, 0)) <= TOL, "{name} +");
-        assert!(max_abs_diff(&minus, &of_variant(&fused, 2, 1)) <= TOL, "{name} −");
+        assert!(
+            max_abs_diff(&plus, &of_variant(&fused, 2, 0)) <= TOL,
+            "{name} +"
+        );
+        assert!(
+            max_abs_diff(&minus, &of_variant(&fused, 2, 1)) <= TOL,
+            "{name} −"
+        );
 
         // θ comes back only up to the rounding of three fmas (MeZO's own behaviour).
         let mut start = model.clone();
@@ -171,7 +183,11 @@ fn update_equals_explicit_fma_sequence_bit_for_bit() {
                 let decay = (is_weight && wd != 0.0).then_some(wd);
                 explicit_update(data, &zs, &rec.grads, rec.lr, decay);
             });
-            assert_eq!(all_params(backend.model()), all_params(&want), "{name} q={q}");
+            assert_eq!(
+                all_params(backend.model()),
+                all_params(&want),
+                "{name} q={q}"
+            );
             assert_ne!(all_params(backend.model()), all_params(&model), "{name}");
         }
     }
@@ -205,7 +221,9 @@ fn weight_decay_skips_biases_and_norms() {
         ..record(2)
     };
     let (lr, wd) = (rec.lr, 0.5f32);
-    backend.update(&rec, &update_cfg(Dist::Gaussian, wd)).unwrap();
+    backend
+        .update(&rec, &update_cfg(Dist::Gaussian, wd))
+        .unwrap();
     let mut after = backend.into_parts().0;
     let mut before = Vec::new();
     let mut m = model.clone();
@@ -236,7 +254,10 @@ fn bad_records_and_configs_are_rejected() {
     let mut rec = record(2);
     rec.grads.pop();
     let e = b.update(&rec, &cfg).unwrap_err();
-    assert!(matches!(e, Error::Data(ref m) if m.contains("2 seeds and 1 grads")), "{e}");
+    assert!(
+        matches!(e, Error::Data(ref m) if m.contains("2 seeds and 1 grads")),
+        "{e}"
+    );
     rec.grads = vec![1.0, f32::NAN];
     assert!(matches!(b.update(&rec, &cfg), Err(Error::Data(_))));
     let e = b
@@ -253,7 +274,12 @@ fn bad_records_and_configs_are_rejected() {
 #[test]
 fn merged_is_the_model_and_there_is_no_extra_state() {
     let (_, model) = models().remove(0);
-    let d = Dense::new(FamilyConfig::Dense { in_place: true }, Dist::Gaussian, &model).unwrap();
+    let d = Dense::new(
+        FamilyConfig::Dense { in_place: true },
+        Dist::Gaussian,
+        &model,
+    )
+    .unwrap();
     assert_eq!(all_params(&d.merged(&model).unwrap()), all_params(&model));
     assert!(d.state_tensors().is_empty());
     assert_eq!(d.config(), &FamilyConfig::Dense { in_place: true });

@@ -27,13 +27,21 @@ fn backend(model: &Model, p: Prefix) -> CpuBackend {
 }
 
 /// The stored prefix with `scale·Z(seed)` added explicitly, each element an fma.
-fn perturbed_state(p: &Prefix, seed: u64, scale: f32, dist: Dist) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn perturbed_state(
+    p: &Prefix,
+    seed: u64,
+    scale: f32,
+    dist: Dist,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let shift = |x: &[Vec<f32>], param: fn(usize) -> Param| {
         x.iter()
             .enumerate()
             .map(|(l, x)| {
                 let z = z(dist, seed, param(l), role::PREFIX, x.len());
-                x.iter().zip(&z).map(|(&x, &z)| scale.mul_add(z, x)).collect()
+                x.iter()
+                    .zip(&z)
+                    .map(|(&x, &z)| scale.mul_add(z, x))
+                    .collect()
             })
             .collect()
     };
@@ -105,7 +113,11 @@ fn init_is_seeded_and_scaled_like_the_layers_projections() {
     let a = prefix(&model, Dist::Gaussian);
     let b = prefix(&model, Dist::Rademacher);
     let c = Prefix::new(CFG, Dist::Gaussian, &model, RUN_SEED + 1).unwrap();
-    assert_eq!(a.keys(), b.keys(), "the init does not depend on the direction law");
+    assert_eq!(
+        a.keys(),
+        b.keys(),
+        "the init does not depend on the direction law"
+    );
     assert_ne!(a.keys(), c.keys());
     assert_ne!(a.keys()[0], a.keys()[1]);
     assert_ne!(a.keys()[0], a.values()[0]);
@@ -123,7 +135,10 @@ fn init_is_seeded_and_scaled_like_the_layers_projections() {
             let z0 = zo::rng::gaussian(RUN_SEED, p.tensor_id(), role::PREFIX_INIT, 0);
             assert_eq!(x[0], sigma as f32 * z0);
             let rms = (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
-            assert!((rms / sigma - 1.0).abs() < 0.35, "layer {l}: rms {rms} vs σ {sigma}");
+            assert!(
+                (rms / sigma - 1.0).abs() < 0.35,
+                "layer {l}: rms {rms} vs σ {sigma}"
+            );
         }
     }
 }
@@ -132,13 +147,20 @@ fn init_is_seeded_and_scaled_like_the_layers_projections() {
 fn zero_length_and_malformed_prefixes_are_rejected() {
     let (_, model) = models().remove(0);
     let zero = FamilyConfig::Prefix { tokens: 0 };
-    let e = build(&zero, Dist::Gaussian, &model, 1).err().expect("tokens = 0 must fail");
+    let e = build(&zero, Dist::Gaussian, &model, 1)
+        .err()
+        .expect("tokens = 0 must fail");
     assert!(
         matches!(e, Error::Config(ref m) if m.contains("tokens = 0")),
         "{e}"
     );
-    let e = Prefix::new(FamilyConfig::Dense { in_place: false }, Dist::Gaussian, &model, 1)
-        .unwrap_err();
+    let e = Prefix::new(
+        FamilyConfig::Dense { in_place: false },
+        Dist::Gaussian,
+        &model,
+        1,
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Config(_)), "{e}");
 
     let p = prefix(&model, Dist::Gaussian);

@@ -203,14 +203,21 @@ pub(crate) fn seeded_axpy(
         });
 }
 
-/// Checks a step record and returns its terms `(seed_d, c_d)` with `c_d = -(lr·g_d) / q`, and
-/// the weight-decay factor `lr·wd` (None when `wd == 0`, so θ is then untouched bit for bit).
+/// What [`seeded_axpy`] applies for one step record.
+pub(crate) struct UpdateTerms {
+    /// `(seed_d, c_d)` with `c_d = -(lr·g_d) / q`, in direction order.
+    pub terms: Vec<(u64, f32)>,
+    /// `lr·wd`; None when `wd == 0`, so θ is then untouched bit for bit.
+    pub decay: Option<f32>,
+}
+
+/// Checks a step record against the family's distribution and returns its update terms.
 pub(crate) fn update_terms(
     family: &str,
     rec: &StepRecord,
     cfg: &UpdateConfig,
     dist: Dist,
-) -> Result<(Vec<(u64, f32)>, Option<f32>)> {
+) -> Result<UpdateTerms> {
     // The update must regenerate the very Z the forward used.
     if cfg.dist != dist {
         return Err(Error::Config(format!(
@@ -227,6 +234,12 @@ pub(crate) fn update_terms(
             rec.grads.len()
         )));
     }
+    if !rec.lr.is_finite() || !cfg.weight_decay.is_finite() {
+        return Err(Error::Config(format!(
+            "{family} update of step {}: lr {} and weight decay {}; expected finite values",
+            rec.step, rec.lr, cfg.weight_decay
+        )));
+    }
     if let Some((d, g)) = rec.grads.iter().enumerate().find(|(_, g)| !g.is_finite()) {
         return Err(Error::Data(format!(
             "{family} update of step {}: grad {d} is {g}; expected a finite value",
@@ -240,8 +253,8 @@ pub(crate) fn update_terms(
         .zip(&rec.grads)
         .map(|(&s, &g)| (s, -(rec.lr * g) / q))
         .collect();
-    let decay = (cfg.weight_decay != 0.0).then(|| rec.lr * cfg.weight_decay);
-    Ok((terms, decay))
+    let decay = (cfg.weight_decay != 0.0).then_some(rec.lr * cfg.weight_decay);
+    Ok(UpdateTerms { terms, decay })
 }
 
 /// Adds `scale·Z(seed)` to every parameter in fp32 as `θ = scale.mul_add(z, θ)`: MeZO's own
@@ -289,16 +302,14 @@ fn add_rows(
     let id = param.tensor_id();
     for seg in segs {
         let rows = &mut x[seg.rows.start * width..seg.rows.end * width];
-        rows.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(i, row)| {
-                let mut z = vec![0.0f32; width];
-                let src = index_row(seg.rows.start + i);
-                dist.fill(seg.seed, id, role::DENSE, (src * width) as u64, &mut z);
-                row.iter_mut()
-                    .zip(&z)
-                    .for_each(|(x, &z)| *x = seg.scale.mul_add(z, *x));
-            });
+        rows.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
+            let mut z = vec![0.0f32; width];
+            let src = index_row(seg.rows.start + i);
+            dist.fill(seg.seed, id, role::DENSE, (src * width) as u64, &mut z);
+            row.iter_mut()
+                .zip(&z)
+                .for_each(|(x, &z)| *x = seg.scale.mul_add(z, *x));
+        });
     }
 }
 
@@ -369,10 +380,8 @@ impl Perturbation for Dense {
             Param::Embed
         };
         // (buffer row, s) of the gathered rows inside a segment, per direction seed.
-        let marked: Vec<Option<&Segment>> = rows
-            .iter()
-            .map(|&r| segment_of(segs, r as usize))
-            .collect();
+        let marked: Vec<Option<&Segment>> =
+            rows.iter().map(|&r| segment_of(segs, r as usize)).collect();
         for seed in seeds(segs) {
             let mine: Vec<(usize, f32)> = marked
                 .iter()
@@ -407,8 +416,14 @@ impl Family for Dense {
     }
 
     fn update(&mut self, model: &mut Model, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
-        let (terms, decay) = update_terms("dense", rec, cfg, self.dist)?;
-        seeded_axpy(model_tensors(model), role::DENSE, self.dist, &terms, decay);
+        let u = update_terms("dense", rec, cfg, self.dist)?;
+        seeded_axpy(
+            model_tensors(model),
+            role::DENSE,
+            self.dist,
+            &u.terms,
+            u.decay,
+        );
         Ok(())
     }
 

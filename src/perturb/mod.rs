@@ -232,9 +232,12 @@ pub fn build(cfg: &FamilyConfig, dist: Dist, model: &Model, seed: u64) -> Result
         FamilyConfig::LowRank { .. } => boxed(lowrank::LowRank::new(cfg.clone(), dist, model)),
         FamilyConfig::Lora { .. } => boxed(lora::Lora::new(cfg.clone(), dist, model, seed)),
         FamilyConfig::Dense { .. } => Ok(Box::new(dense::Dense::new(cfg.clone(), dist, model)?)),
-        FamilyConfig::Prefix { .. } => {
-            Ok(Box::new(prefix::Prefix::new(cfg.clone(), dist, model, seed)?))
-        }
+        FamilyConfig::Prefix { .. } => Ok(Box::new(prefix::Prefix::new(
+            cfg.clone(),
+            dist,
+            model,
+            seed,
+        )?)),
     }
 }
 

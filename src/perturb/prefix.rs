@@ -91,7 +91,11 @@ impl Prefix {
                     format!("{} layers given; the model has {layers}", t.len()),
                 ));
             }
-            if let Some((li, x)) = t.iter().enumerate().find(|(_, x)| x.len() != tokens * kv_width) {
+            if let Some((li, x)) = t
+                .iter()
+                .enumerate()
+                .find(|(_, x)| x.len() != tokens * kv_width)
+            {
                 return Err(Error::tensor(
                     format!("layers.{li}.{what}"),
                     format!(
@@ -171,7 +175,7 @@ impl Family for Prefix {
     }
 
     fn update(&mut self, _model: &mut Model, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
-        let (terms, decay) = update_terms("prefix", rec, cfg, self.dist)?;
+        let u = update_terms("prefix", rec, cfg, self.dist)?;
         let mut tensors = Vec::new();
         for (li, (k, v)) in self.keys.iter_mut().zip(&mut self.values).enumerate() {
             for (p, data) in [(Param::PrefixKey(li), k), (Param::PrefixValue(li), v)] {
@@ -182,7 +186,7 @@ impl Family for Prefix {
                 });
             }
         }
-        seeded_axpy(tensors, role::PREFIX, self.dist, &terms, decay);
+        seeded_axpy(tensors, role::PREFIX, self.dist, &u.terms, u.decay);
         Ok(())
     }
 
@@ -199,7 +203,11 @@ impl Family for Prefix {
         let mut out = Vec::with_capacity(2 * self.keys.len());
         for (li, (k, v)) in self.keys.iter().zip(&self.values).enumerate() {
             out.push((format!("layers.{li}.prefix_key"), shape.clone(), k.clone()));
-            out.push((format!("layers.{li}.prefix_value"), shape.clone(), v.clone()));
+            out.push((
+                format!("layers.{li}.prefix_value"),
+                shape.clone(),
+                v.clone(),
+            ));
         }
         out
     }

@@ -17,7 +17,10 @@ pub fn models() -> Vec<(&'static str, Model)> {
             "llama",
             Model::random_with_std(ModelConfig::tiny_llama(), 11, 0.2),
         ),
-        ("opt", Model::random_with_std(ModelConfig::tiny_opt(), 12, 0.2)),
+        (
+            "opt",
+            Model::random_with_std(ModelConfig::tiny_opt(), 12, 0.2),
+        ),
         (
             "opt-post-ln",
             Model::random_with_std(ModelConfig::tiny_opt_post_ln(), 13, 0.2),
@@ -173,7 +176,13 @@ pub fn materialize_dense(model: &Model, seed: u64, scale: f32, dist: Dist) -> Mo
 
 /// The documented update, element by element: decay (weights only, when wd ≠ 0), then
 /// `θ = c_d.mul_add(z_d, θ)`, `c_d = -(lr·g_d)/q`, for d in order.
-pub fn explicit_update(theta: &mut [f32], zs: &[Vec<f32>], grads: &[f32], lr: f32, wd: Option<f32>) {
+pub fn explicit_update(
+    theta: &mut [f32],
+    zs: &[Vec<f32>],
+    grads: &[f32],
+    lr: f32,
+    wd: Option<f32>,
+) {
     let q = grads.len() as f32;
     for (i, t) in theta.iter_mut().enumerate() {
         if let Some(wd) = wd {

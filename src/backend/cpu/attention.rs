@@ -56,9 +56,12 @@ pub fn causal_attention_with_prefix<'p>(
 /// One layer's prefixes as a family's [`Perturbation::prefix`] hook gives them: one for the
 /// unperturbed sequences and one per perturbed segment (segments hold whole sequences).
 pub struct LayerPrefixes {
-    base: Option<(Vec<f32>, Vec<f32>)>,
-    segs: Vec<(Range<usize>, Option<(Vec<f32>, Vec<f32>)>)>,
+    base: Option<Kv>,
+    segs: Vec<(Range<usize>, Option<Kv>)>,
 }
+
+/// Owned prefix keys and values.
+type Kv = (Vec<f32>, Vec<f32>);
 
 impl LayerPrefixes {
     /// None when the family gives this layer no prefix at all (the plain attention path).
