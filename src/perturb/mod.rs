@@ -231,8 +231,13 @@ pub fn build(cfg: &FamilyConfig, dist: Dist, model: &Model, seed: u64) -> Result
         // Each family's constructor returns a concrete type implementing `Family`.
         FamilyConfig::LowRank { .. } => boxed(lowrank::LowRank::new(cfg.clone(), dist, model)),
         FamilyConfig::Lora { .. } => boxed(lora::Lora::new(cfg.clone(), dist, model, seed)),
-        FamilyConfig::Dense { .. } => boxed(dense::Dense::new(cfg.clone(), dist, model)),
-        FamilyConfig::Prefix { .. } => boxed(prefix::Prefix::new(cfg.clone(), dist, model, seed)),
+        FamilyConfig::Dense { .. } => Ok(Box::new(dense::Dense::new(cfg.clone(), dist, model)?)),
+        FamilyConfig::Prefix { .. } => Ok(Box::new(prefix::Prefix::new(
+            cfg.clone(),
+            dist,
+            model,
+            seed,
+        )?)),
     }
 }
 
