@@ -30,8 +30,8 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::lowrank::{
-    check_record, distinct_seeds, layer_slots, linear_at, linear_at_mut, row_segments, shrink,
-    site_name,
+    check_record, distinct_seeds, layer_slots, linear_at, linear_at_mut, merge_factors,
+    row_segments, shrink, site_name,
 };
 use super::{role, Dist, Family, FamilyConfig, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::model::{Arch, Linear, Model, Param, Site, Slot};
@@ -349,18 +349,7 @@ impl Family for Lora {
                     ),
                 ));
             }
-            let n_in = ad.in_dim;
-            let s = self.scale;
-            l.w.par_chunks_mut(n_in).enumerate().for_each(|(i, row)| {
-                let bi = &ad.b[i * r..][..r];
-                for (j, w) in row.iter_mut().enumerate() {
-                    let mut acc = 0.0f32;
-                    for (k, &b) in bi.iter().enumerate() {
-                        acc = b.mul_add(ad.a[k * n_in + j], acc);
-                    }
-                    *w = s.mul_add(acc, *w);
-                }
-            });
+            merge_factors(&mut l.w, self.scale, &ad.b, &ad.a, r, ad.in_dim);
         }
         Ok(m)
     }

@@ -202,15 +202,58 @@ impl LowRank {
 /// k from 0. `bt` is r×out, `vt` r×in, `w` out×in.
 pub(crate) fn merge_low_rank(w: &mut [f32], s: f32, bt: &[f32], vt: &[f32], r: usize, n_in: usize) {
     let out = bt.len() / r;
-    w.par_chunks_mut(n_in).enumerate().for_each(|(i, row)| {
-        for (j, wij) in row.iter_mut().enumerate() {
-            let mut acc = 0.0f32;
-            for k in 0..r {
-                acc = bt[k * out + i].mul_add(vt[k * n_in + j], acc);
-            }
-            *wij = s.mul_add(acc, *wij);
+    let mut b = vec![0.0f32; out * r];
+    for k in 0..r {
+        for i in 0..out {
+            b[i * r + k] = bt[k * out + i];
         }
+    }
+    merge_factors(w, s, &b, vt, r, n_in);
+}
+
+/// `w[i][j] = s.mul_add(Σ_k b[i][k]·a[k][j], w[i][j])`, the sum an fma chain over ascending k
+/// from 0. `b` is out×r, `a` r×in, `w` out×in. Both families merge through here.
+pub(crate) fn merge_factors(w: &mut [f32], s: f32, b: &[f32], a: &[f32], r: usize, n_in: usize) {
+    w.par_chunks_mut(n_in).enumerate().for_each(|(i, row)| {
+        let mut acc = vec![0.0f32; n_in];
+        merge_row_dispatch(row, s, &b[i * r..][..r], a, &mut acc);
     });
+}
+
+/// Through an FMA-enabled copy where the CPU has FMA: without the target feature every
+/// `mul_add` is a library call. Fused multiply-add is correctly rounded, so the values are
+/// identical either way.
+fn merge_row_dispatch(row: &mut [f32], s: f32, b: &[f32], a: &[f32], acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports FMA (checked above).
+            return unsafe { merge_row_fma(row, s, b, a, acc) };
+        }
+    }
+    merge_row(row, s, b, a, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn merge_row_fma(row: &mut [f32], s: f32, b: &[f32], a: &[f32], acc: &mut [f32]) {
+    merge_row(row, s, b, a, acc)
+}
+
+/// One output row: k outer and j inner keeps each element's chain in ascending k while the
+/// j loop vectorises.
+#[inline(always)]
+fn merge_row(row: &mut [f32], s: f32, b: &[f32], a: &[f32], acc: &mut [f32]) {
+    let n_in = row.len();
+    acc.fill(0.0);
+    for (k, &bk) in b.iter().enumerate() {
+        for (x, &v) in acc.iter_mut().zip(&a[k * n_in..][..n_in]) {
+            *x = bk.mul_add(v, *x);
+        }
+    }
+    for (w, &x) in row.iter_mut().zip(acc.iter()) {
+        *w = s.mul_add(x, *w);
+    }
 }
 
 impl Perturbation for LowRank {
@@ -251,22 +294,17 @@ impl Perturbation for LowRank {
             if !dirty && pert.is_none() {
                 return;
             }
-            for (i, yi) in yr.iter_mut().enumerate() {
-                let mut acc = 0.0f32;
+            // Row-wise axpys over the r rows of bankᵀ and Uᵀ: contiguous reads.
+            let mut acc = vec![0.0f32; out];
+            for (k, &hk) in h.iter().enumerate() {
                 if dirty {
-                    for k in 0..r {
-                        acc += h[k] * st.bank[k * out + i];
-                    }
+                    axpy(s * hk, &st.bank[k * out..][..out], &mut acc);
                 }
                 if let Some((sc, ut)) = pert {
-                    let mut p = 0.0f32;
-                    for k in 0..r {
-                        p += h[k] * ut[k * out + i];
-                    }
-                    acc += sc * p;
+                    axpy(s * sc * hk, &ut[k * out..][..out], &mut acc);
                 }
-                *yi += s * acc;
             }
+            yr.iter_mut().zip(&acc).for_each(|(y, a)| *y += a);
         });
     }
 }
@@ -507,6 +545,11 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// `y += a·x` (forward-pass precision).
+pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
 
 /// For each of `rows` rows, the index of the segment containing it.
