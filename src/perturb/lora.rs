@@ -30,8 +30,8 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::lowrank::{
-    check_record, distinct_seeds, layer_slots, linear_at, linear_at_mut, merge_factors,
-    row_segments, shrink, site_name,
+    check_record, complement, distinct_seeds, gemm_acc, layer_slots, linear_at, linear_at_mut,
+    merge_factors, shrink_ranges, site_name, Mat,
 };
 use super::{role, Dist, Family, FamilyConfig, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::model::{Arch, Linear, Model, Param, Site, Slot};
@@ -245,7 +245,6 @@ impl Perturbation for Lora {
         let (r, n_in, out) = (self.rank, lin.in_dim, lin.out_dim);
         debug_assert_eq!((out, n_in), (ad.out_dim, ad.in_dim));
         let rows = y.len() / out;
-        let row_seg = row_segments(segs, rows);
         let seeds = distinct_seeds(segs);
         let tid = Param::Weight(site).tensor_id();
         // Z_A and Z_B once per direction, shared by its + and − segments.
@@ -259,42 +258,46 @@ impl Perturbation for Lora {
                 (za, zb)
             })
             .collect();
-        let dir_of = |si: usize| seeds.iter().position(|&s| s == segs[si].seed).unwrap();
-        let b_live = self.b_live;
-        let h = shrink(x, n_in, &ad.a, r, |t| b_live || row_seg[t].is_some());
-        let scale = self.scale;
-        y.par_chunks_mut(out).enumerate().for_each(|(t, yr)| {
-            let ht = &h[t * r..][..r];
-            match row_seg[t] {
-                Some(si) => {
-                    let sc = segs[si].scale;
-                    let (za, zb) = &zs[dir_of(si)];
-                    let xr = &x[t * n_in..][..n_in];
-                    // x·(A + sc·Z_A)ᵀ, then the expand with B + sc·Z_B.
-                    let hp: Vec<f32> = (0..r)
-                        .map(|k| ht[k] + sc * super::lowrank::dot(xr, &za[k * n_in..][..n_in]))
-                        .collect();
-                    for (i, yi) in yr.iter_mut().enumerate() {
-                        let (bi, zi) = (&ad.b[i * r..][..r], &zb[i * r..][..r]);
-                        let mut base = 0.0f32;
-                        let mut pert = 0.0f32;
-                        for k in 0..r {
-                            base += hp[k] * bi[k];
-                            pert += hp[k] * zi[k];
-                        }
-                        *yi += scale * (base + sc * pert);
-                    }
-                }
-                None if b_live => {
-                    for (i, yi) in yr.iter_mut().enumerate() {
-                        let bi = &ad.b[i * r..][..r];
-                        let acc: f32 = (0..r).map(|k| ht[k] * bi[k]).sum();
-                        *yi += scale * acc;
-                    }
-                }
-                None => {}
+        // A and Z_A read as [in][r] (element (j, k) at k·in + j); B and B' as [r][out].
+        let shrink_rows = shrink_ranges(self.b_live, segs, rows);
+        let mut h = vec![0.0f32; rows * r];
+        for rg in &shrink_rows {
+            gemm_acc(
+                &mut h[rg.start * r..rg.end * r],
+                &x[rg.start * n_in..rg.end * n_in],
+                Mat::new(&ad.a, n_in, r, 1, n_in),
+                1.0,
+            );
+        }
+        if self.b_live {
+            for rg in complement(segs, rows) {
+                gemm_acc(
+                    &mut y[rg.start * out..rg.end * out],
+                    &h[rg.start * r..rg.end * r],
+                    Mat::new(&ad.b, r, out, 1, r),
+                    self.scale,
+                );
             }
-        });
+        }
+        for seg in segs {
+            let (za, zb) = &zs[seeds.iter().position(|&s| s == seg.seed).unwrap()];
+            let (rg, sc) = (&seg.rows, seg.scale);
+            // x·(A + sc·Z_A)ᵀ, then the expand with B + sc·Z_B: the exact product.
+            let mut hp = h[rg.start * r..rg.end * r].to_vec();
+            gemm_acc(
+                &mut hp,
+                &x[rg.start * n_in..rg.end * n_in],
+                Mat::new(za, n_in, r, 1, n_in),
+                sc,
+            );
+            let bp: Vec<f32> = ad.b.iter().zip(zb).map(|(&b, &z)| b + sc * z).collect();
+            gemm_acc(
+                &mut y[rg.start * out..rg.end * out],
+                &hp,
+                Mat::new(&bp, r, out, 1, r),
+                self.scale,
+            );
+        }
     }
 }
 

@@ -44,6 +44,7 @@
 //! f32 divide) and `mᵀ_new[l][i] = Σ_k mᵀ[k][i]·P[k][l]` (fma chain over ascending k).
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -268,44 +269,42 @@ impl Perturbation for LowRank {
         let (r, n_in, out) = (self.rank, lin.in_dim, lin.out_dim);
         debug_assert_eq!((out, n_in), (st.out_dim, st.in_dim));
         let rows = y.len() / out;
-        let row_seg = row_segments(segs, rows);
+        let tid = Param::Weight(site).tensor_id();
         // Uᵀ once per direction: the + and − segments of a direction share it.
         let seeds = distinct_seeds(segs);
         let uts: Vec<Vec<f32>> = seeds
             .par_iter()
             .map(|&seed| {
                 let mut ut = vec![0.0; r * out];
-                let tid = Param::Weight(site).tensor_id();
                 self.dist.fill(seed, tid, role::LOWRANK_U, 0, &mut ut);
                 ut
             })
             .collect();
-        let dirty = self.dirty;
         // The shrink x·V, once per row that needs it, shared by the bank and every direction.
-        let xv = shrink(x, n_in, &st.vt, r, |t| dirty || row_seg[t].is_some());
-        let s = self.scale;
-        y.par_chunks_mut(out).enumerate().for_each(|(t, yr)| {
-            let h = &xv[t * r..][..r];
-            let pert = row_seg[t].map(|si| {
-                let seg = &segs[si];
-                let d = seeds.iter().position(|&sd| sd == seg.seed).unwrap();
-                (seg.scale, &uts[d])
-            });
-            if !dirty && pert.is_none() {
-                return;
-            }
-            // Row-wise axpys over the r rows of bankᵀ and Uᵀ: contiguous reads.
-            let mut acc = vec![0.0f32; out];
-            for (k, &hk) in h.iter().enumerate() {
-                if dirty {
-                    axpy(s * hk, &st.bank[k * out..][..out], &mut acc);
-                }
-                if let Some((sc, ut)) = pert {
-                    axpy(s * sc * hk, &ut[k * out..][..out], &mut acc);
-                }
-            }
-            yr.iter_mut().zip(&acc).for_each(|(y, a)| *y += a);
-        });
+        // Vᵀ is read as [in][r] (element (j, k) at k·in + j).
+        let mut xv = vec![0.0f32; rows * r];
+        for rg in shrink_ranges(self.dirty, segs, rows) {
+            let v = Mat::new(&st.vt, n_in, r, 1, n_in);
+            gemm_acc(
+                &mut xv[rg.start * r..rg.end * r],
+                &x[rg.start * n_in..rg.end * n_in],
+                v,
+                1.0,
+            );
+        }
+        if self.dirty {
+            gemm_acc(y, &xv, Mat::new(&st.bank, r, out, out, 1), self.scale);
+        }
+        for seg in segs {
+            let ut = &uts[seeds.iter().position(|&s| s == seg.seed).unwrap()];
+            let rg = &seg.rows;
+            gemm_acc(
+                &mut y[rg.start * out..rg.end * out],
+                &xv[rg.start * r..rg.end * r],
+                Mat::new(ut, r, out, out, 1),
+                self.scale * seg.scale,
+            );
+        }
     }
 }
 
@@ -506,59 +505,92 @@ pub(crate) fn check_record(
     Ok(())
 }
 
-/// `[rows][r]`: row t is `x[t]·Mᵀ` (`mt` is r×in) where `need(t)`, zero elsewhere.
-pub(crate) fn shrink(
-    x: &[f32],
-    n_in: usize,
-    mt: &[f32],
-    r: usize,
-    need: impl Fn(usize) -> bool + Sync,
-) -> Vec<f32> {
-    let rows = x.len() / n_in;
-    let mut h = vec![0.0f32; rows * r];
-    h.par_chunks_mut(r).enumerate().for_each(|(t, hr)| {
-        if !need(t) {
-            return;
-        }
-        let xr = &x[t * n_in..][..n_in];
-        for (k, hk) in hr.iter_mut().enumerate() {
-            *hk = dot(xr, &mt[k * n_in..][..n_in]);
-        }
-    });
-    h
+/// A strided f32 matrix: element (row, col) at `data[row·rs + col·cs]`.
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
 }
 
-/// Plain f32 dot product (forward-pass precision, not part of the bit-exact contract).
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums let the compiler vectorise.
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+impl<'a> Mat<'a> {
+    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        let last = (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
+        assert!(
+            rows == 0 || cols == 0 || last < data.len(),
+            "{rows}×{cols} view (strides {rs}, {cs}) overruns {} elements",
+            data.len()
+        );
+        Mat {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
         }
     }
-    acc.iter().sum::<f32>() + tail
 }
 
-/// `y += a·x` (forward-pass precision).
-pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+/// `dst += beta · lhs · rhs` with `dst` `[m][rhs.cols]` and `lhs` `[m][rhs.rows]`, both
+/// row-major (forward-pass precision, not part of the bit-exact contract).
+pub(crate) fn gemm_acc(dst: &mut [f32], lhs: &[f32], rhs: Mat, beta: f32) {
+    let (k, n) = (rhs.rows, rhs.cols);
+    if k == 0 || n == 0 || lhs.is_empty() {
+        return;
+    }
+    let m = lhs.len() / k;
+    assert_eq!(lhs.len(), m * k, "lhs is not [{m}][{k}]");
+    assert_eq!(dst.len(), m * n, "dst is not [{m}][{n}]");
+    // SAFETY: the asserts above and in `Mat::new` bound every access: dst is m×n with row
+    // stride n, lhs m×k with row stride k, rhs k×n within its slice.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
 }
 
-/// For each of `rows` rows, the index of the segment containing it.
-pub(crate) fn row_segments(segs: &[Segment], rows: usize) -> Vec<Option<usize>> {
-    let mut out = vec![None; rows];
-    for (si, s) in segs.iter().enumerate() {
-        for o in &mut out[s.rows.start.min(rows)..s.rows.end.min(rows)] {
-            *o = Some(si);
+/// Row ranges whose shrink is needed: all rows when a trained term applies to every row,
+/// else just the perturbed segments.
+pub(crate) fn shrink_ranges(all: bool, segs: &[Segment], rows: usize) -> Vec<Range<usize>> {
+    if all {
+        std::iter::once(0..rows).collect()
+    } else {
+        segs.iter().map(|s| s.rows.clone()).collect()
+    }
+}
+
+/// The row ranges of `0..rows` outside every segment (segments are sorted and disjoint).
+pub(crate) fn complement(segs: &[Segment], rows: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for s in segs {
+        if s.rows.start > at {
+            out.push(at..s.rows.start);
         }
+        at = at.max(s.rows.end);
+    }
+    if at < rows {
+        out.push(at..rows);
     }
     out
 }
