@@ -48,8 +48,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::UpdateConfig;
-use super::{role, Dist, Family, FamilyConfig, LowRankScale, Perturbation, Segment, StepRecord};
+use super::{
+    role, Dist, Family, FamilyConfig, LowRankScale, Perturbation, Segment, StepRecord, UpdateConfig,
+};
 use crate::model::{Linear, Mlp, Model, Param, Site, Slot};
 use crate::{Error, Result};
 
