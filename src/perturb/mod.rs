@@ -228,9 +228,10 @@ pub trait Family: Perturbation {
 /// (LoRA A, the prefix).
 pub fn build(cfg: &FamilyConfig, dist: Dist, model: &Model, seed: u64) -> Result<Box<dyn Family>> {
     match cfg {
-        // Each family's constructor returns a concrete type implementing `Family`.
-        FamilyConfig::LowRank { .. } => boxed(lowrank::LowRank::new(cfg.clone(), dist, model)),
-        FamilyConfig::Lora { .. } => boxed(lora::Lora::new(cfg.clone(), dist, model, seed)),
+        FamilyConfig::LowRank { .. } => {
+            Ok(Box::new(lowrank::LowRank::new(cfg.clone(), dist, model)?))
+        }
+        FamilyConfig::Lora { .. } => Ok(Box::new(lora::Lora::new(cfg.clone(), dist, model, seed)?)),
         FamilyConfig::Dense { .. } => Ok(Box::new(dense::Dense::new(cfg.clone(), dist, model)?)),
         FamilyConfig::Prefix { .. } => Ok(Box::new(prefix::Prefix::new(
             cfg.clone(),
@@ -239,11 +240,6 @@ pub fn build(cfg: &FamilyConfig, dist: Dist, model: &Model, seed: u64) -> Result
             seed,
         )?)),
     }
-}
-
-// Until every family implements `Family`, constructors that succeed cannot be boxed.
-fn boxed<T>(r: Result<T>) -> Result<Box<dyn Family>> {
-    r.map(|_| unreachable!("family stubs never construct"))
 }
 
 /// Parses a family name with default hyper-parameters (the `--family` flag).
