@@ -153,14 +153,15 @@ pub fn dev_eval<B: ZoBackend>(
     Ok((r.accuracy, r.mean_loss))
 }
 
-/// Runs (or resumes) training. `make` builds a backend holding the base weights and a fresh
-/// family; it is called once to train and once more if the best dev state is not the last.
+/// Runs training from `log`: a fresh [`Checkpoint::new`] or a loaded checkpoint to resume.
+/// `make` builds a backend holding the base weights and a fresh family; it is called once to
+/// train and once more if the best dev state is not the last.
 pub fn train<B: ZoBackend>(
     make: &dyn Fn() -> Result<B>,
     data: &TrainData,
     cfg: &TrainConfig,
     base_hash: &str,
-    resume: Option<Checkpoint>,
+    log: Checkpoint,
     opts: &RunOptions,
 ) -> Result<TrainOutcome<B>> {
     cfg.validate()?;
@@ -169,18 +170,15 @@ pub fn train<B: ZoBackend>(
             "training needs non-empty train and dev splits".into(),
         ));
     }
+    log.check()?;
+    log.check_compatible(base_hash, cfg)?;
+    let resumed = log.completed > 0 || !log.evals.is_empty();
     let mut backend = make()?;
-    let resumed = resume.is_some();
-    let mut log = match resume {
-        Some(ck) => {
-            ck.check_compatible(base_hash, cfg)?;
-            replay(&mut backend, cfg, &ck.records, &ck.skipped, ck.completed)?;
-            Checkpoint {
-                config: cfg.clone(),
-                ..ck
-            }
-        }
-        None => Checkpoint::new(base_hash.to_string(), cfg.clone()),
+    replay(&mut backend, cfg, &log.records, &log.skipped, log.completed)?;
+    // A constant-lr run may be extended: the log takes this run's step count.
+    let mut log = Checkpoint {
+        config: cfg.clone(),
+        ..log
     };
     let mut metrics = Metrics::open(opts.metrics.as_deref(), resumed)?;
     let ucfg = cfg.update_config();
@@ -288,5 +286,166 @@ pub fn train<B: ZoBackend>(
         log,
         test_accuracy,
         finished,
+    })
+}
+
+/// Where a run reads its inputs and writes its outputs (`zo-run train`).
+#[derive(Debug, Clone)]
+pub struct DiskRun {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    /// Output directory: metrics.jsonl, curve.svg, checkpoint.json, summary.json.
+    pub out: PathBuf,
+    /// Checkpoint path (default `out/checkpoint.json`).
+    pub checkpoint: Option<PathBuf>,
+    pub checkpoint_every: u64,
+    pub resume: Option<PathBuf>,
+    pub progress: bool,
+    pub stop_after: Option<u64>,
+}
+
+/// The one JSON line `zo-run train` prints at the end.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub applied: usize,
+    pub skipped: usize,
+    pub dev_accuracy_before: Option<f64>,
+    pub dev_accuracy_last: Option<f64>,
+    pub best: Option<DevPoint>,
+    pub test_accuracy: Option<f64>,
+    pub checkpoint: String,
+    pub metrics: String,
+    pub curve: Option<String>,
+}
+
+fn limit(mut v: Vec<crate::data::Example>, n: Option<usize>) -> Vec<crate::data::Example> {
+    if let Some(n) = n {
+        v.truncate(n);
+    }
+    v
+}
+
+/// Loads the task's train/dev/test splits from `data` and tokenizes them.
+pub fn load_data(
+    cfg: &TrainConfig,
+    data: &Path,
+    tokenizer: &crate::io::tokenizer::Tokenizer,
+) -> Result<TrainData> {
+    let task = crate::data::resolve_task(&cfg.task)?;
+    let tok = |split: &str, n: Option<usize>| -> Result<Vec<TokenizedExample>> {
+        let ex = limit(crate::data::load_split(data, split)?, n);
+        crate::data::tokenize_examples(task.as_ref(), &ex, |t, s| tokenizer.encode(t, s))
+    };
+    Ok(TrainData {
+        train: tok("train", cfg.train_limit)?,
+        dev: tok("dev", cfg.dev_limit)?,
+        test: tok("test", cfg.test_limit)?,
+    })
+}
+
+/// Loads a base model and its tokenizer, checking they fit each other.
+pub fn load_base(dir: &Path) -> Result<(crate::model::Model, crate::io::tokenizer::Tokenizer)> {
+    let config = dir.join("config.json");
+    if !config.is_file() {
+        return Err(Error::io(
+            &config,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "model not found: run tools/fetch-assets, or pass --model DIR",
+            ),
+        ));
+    }
+    let tokenizer = crate::io::tokenizer::Tokenizer::from_dir(dir)?;
+    let model = crate::model::load::load_model(dir)?;
+    tokenizer.check_model(&model.config)?;
+    Ok((model, tokenizer))
+}
+
+/// A CPU backend on a copy of `base` with a freshly built family.
+pub fn cpu_backend(
+    base: &crate::model::Model,
+    cfg: &TrainConfig,
+) -> Result<crate::backend::cpu::CpuBackend> {
+    let family = crate::perturb::build(&cfg.family, cfg.dist, base, cfg.seed)?;
+    Ok(crate::backend::cpu::CpuBackend::with_family(
+        base.clone(),
+        family,
+    ))
+}
+
+/// `zo-run train`: everything from files on disk to files on disk, on the CPU backend.
+pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
+    cfg.validate()?;
+    if !run.data.is_dir() {
+        return Err(Error::io(
+            &run.data,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "data directory not found: run tools/fetch-assets, or pass --data DIR",
+            ),
+        ));
+    }
+    let resume = run.resume.as_deref().map(Checkpoint::load).transpose()?;
+    let (base, tokenizer) = load_base(&run.model)?;
+    let data = load_data(cfg, &run.data, &tokenizer)?;
+    let base_hash = crate::zo::hash::model_hash(&base);
+    let data_hash = crate::zo::hash::examples_hash(&data.train);
+    if let Some(ck) = &resume {
+        if let Some(h) = &ck.data_hash {
+            if *h != data_hash {
+                return Err(Error::Config(format!(
+                    "checkpoint was trained on a train split hashing to {h}, but {} gives {data_hash}",
+                    run.data.display()
+                )));
+            }
+        }
+    }
+    // Fail on a family that cannot be built before any file is written.
+    cpu_backend(&base, cfg)?;
+    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    let checkpoint = run
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run.out.join("checkpoint.json"));
+    let metrics = run.out.join("metrics.jsonl");
+    let curve = run.out.join("curve.svg");
+    let opts = RunOptions {
+        checkpoint: Some(checkpoint.clone()),
+        checkpoint_every: run.checkpoint_every,
+        metrics: Some(metrics.clone()),
+        plot: Some(curve.clone()),
+        progress: run.progress,
+        stop_after: run.stop_after,
+        skip_test: false,
+    };
+    let log = resume.unwrap_or_else(|| {
+        let mut ck = Checkpoint::new(base_hash.clone(), cfg.clone());
+        ck.model_dir = Some(run.model.display().to_string());
+        ck.data_dir = Some(run.data.display().to_string());
+        ck
+    });
+    let log = Checkpoint {
+        data_hash: Some(data_hash),
+        ..log
+    };
+    let make = || cpu_backend(&base, cfg);
+    let outcome = train(&make, &data, cfg, &base_hash, log, &opts)?;
+    let log = &outcome.log;
+    Ok(TrainSummary {
+        steps: log.completed,
+        applied: log.records.len(),
+        skipped: log.skipped.len(),
+        dev_accuracy_before: log
+            .evals
+            .first()
+            .filter(|e| e.after == 0)
+            .map(|e| e.accuracy),
+        dev_accuracy_last: log.evals.last().map(|e| e.accuracy),
+        best: log.best.clone(),
+        test_accuracy: outcome.test_accuracy,
+        checkpoint: checkpoint.display().to_string(),
+        metrics: metrics.display().to_string(),
+        curve: curve.is_file().then(|| curve.display().to_string()),
     })
 }

@@ -44,6 +44,15 @@ pub struct Checkpoint {
     pub version: u32,
     /// [`super::hash::model_hash`] of the base weights.
     pub base_hash: String,
+    /// The base model directory the run loaded (a default for export; the hash decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<String>,
+    /// The data directory of the run (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// sha256 of the tokenized train split: resuming on other data is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_hash: Option<String>,
     pub config: TrainConfig,
     /// Steps done (applied or skipped); training resumes at this step.
     pub completed: u64,
@@ -63,6 +72,9 @@ impl Checkpoint {
             format: FORMAT.into(),
             version: VERSION,
             base_hash,
+            model_dir: None,
+            data_dir: None,
+            data_hash: None,
             config,
             completed: 0,
             records: Vec::new(),

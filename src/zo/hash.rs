@@ -35,3 +35,25 @@ pub fn model_hash(model: &Model) -> String {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
+
+/// sha256 of tokenized examples (prompt, candidates, gold), in order: a resumed run must see
+/// the same training data.
+pub fn examples_hash(examples: &[crate::plan::TokenizedExample]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"zo-examples-v1\0");
+    let mut put = |v: &[u32]| {
+        h.update((v.len() as u64).to_le_bytes());
+        for t in v {
+            h.update(t.to_le_bytes());
+        }
+    };
+    for ex in examples {
+        put(&ex.prompt);
+        put(&[ex.candidates.len() as u32, ex.gold as u32]);
+        for c in &ex.candidates {
+            put(c);
+        }
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}

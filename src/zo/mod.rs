@@ -18,4 +18,5 @@ pub use checkpoint::{Checkpoint, SkippedStep};
 pub use config::TrainConfig;
 pub use estimator::{estimate, StepEstimate};
 pub use replay::{replay, ZoBackend};
+pub mod export;
 pub mod plot;
