@@ -229,8 +229,10 @@ pub trait Family: Perturbation + std::any::Any {
 pub fn build(cfg: &FamilyConfig, dist: Dist, model: &Model, seed: u64) -> Result<Box<dyn Family>> {
     match cfg {
         // Each family's constructor returns a concrete type implementing `Family`.
-        FamilyConfig::LowRank { .. } => boxed(lowrank::LowRank::new(cfg.clone(), dist, model)),
-        FamilyConfig::Lora { .. } => boxed(lora::Lora::new(cfg.clone(), dist, model, seed)),
+        FamilyConfig::LowRank { .. } => {
+            Ok(Box::new(lowrank::LowRank::new(cfg.clone(), dist, model)?))
+        }
+        FamilyConfig::Lora { .. } => Ok(Box::new(lora::Lora::new(cfg.clone(), dist, model, seed)?)),
         FamilyConfig::Dense { .. } => boxed(dense::Dense::new(cfg.clone(), dist, model)),
         FamilyConfig::Prefix { .. } => boxed(prefix::Prefix::new(cfg.clone(), dist, model, seed)),
     }
