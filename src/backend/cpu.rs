@@ -6,13 +6,13 @@
 //! them to ~1e-4.
 
 mod attention;
-mod gemm;
+pub(crate) mod gemm;
 mod ops;
 mod validate;
 
 use rayon::prelude::*;
 
-use self::attention::{causal_attention, AttnShape};
+use self::attention::{causal_attention, causal_attention_with_prefix, AttnShape, LayerPrefixes};
 use self::gemm::matmul_wt;
 use crate::backend::{Backend, Scores};
 use crate::model::{Arch, Layer, Linear, Mlp, Model, Norm, NormSite, Site, Slot};
@@ -353,7 +353,17 @@ impl<'a> Pass<'a> {
             kv_heads: c.num_kv_heads,
             head_dim: hd,
         };
-        let a = causal_attention(&q, &k, &v, &self.plan.cu_seqlens, shape, scale);
+        let cu = &self.plan.cu_seqlens;
+        // A prefix family's keys/values: per segment, so each variant reads its own.
+        let prefixes = self
+            .pert
+            .and_then(|p| LayerPrefixes::new(p, li, &self.segs));
+        let a = match &prefixes {
+            Some(px) => causal_attention_with_prefix(&q, &k, &v, cu, shape, scale, |s| {
+                px.at_row(cu[s] as usize)
+            }),
+            None => causal_attention(&q, &k, &v, cu, shape, scale),
+        };
         self.linear(&a, &layer.o, Site::layer(li, Slot::O))
     }
 

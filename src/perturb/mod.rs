@@ -233,14 +233,14 @@ pub fn build(cfg: &FamilyConfig, dist: Dist, model: &Model, seed: u64) -> Result
             Ok(Box::new(lowrank::LowRank::new(cfg.clone(), dist, model)?))
         }
         FamilyConfig::Lora { .. } => Ok(Box::new(lora::Lora::new(cfg.clone(), dist, model, seed)?)),
-        FamilyConfig::Dense { .. } => boxed(dense::Dense::new(cfg.clone(), dist, model)),
-        FamilyConfig::Prefix { .. } => boxed(prefix::Prefix::new(cfg.clone(), dist, model, seed)),
+        FamilyConfig::Dense { .. } => Ok(Box::new(dense::Dense::new(cfg.clone(), dist, model)?)),
+        FamilyConfig::Prefix { .. } => Ok(Box::new(prefix::Prefix::new(
+            cfg.clone(),
+            dist,
+            model,
+            seed,
+        )?)),
     }
-}
-
-// Until every family implements `Family`, constructors that succeed cannot be boxed.
-fn boxed<T>(r: Result<T>) -> Result<Box<dyn Family>> {
-    r.map(|_| unreachable!("family stubs never construct"))
 }
 
 /// Parses a family name with default hyper-parameters (the `--family` flag).
