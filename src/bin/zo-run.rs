@@ -148,7 +148,18 @@ fn train_config(a: &TrainArgs) -> zo::Result<zo::zo::TrainConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
     }
-    set!(steps, batch, eps, lr, weight_decay, q, eval_every, seed, data_seed, task);
+    set!(
+        steps,
+        batch,
+        eps,
+        lr,
+        weight_decay,
+        q,
+        eval_every,
+        seed,
+        data_seed,
+        task
+    );
     if a.train_limit.is_some() {
         c.train_limit = a.train_limit;
     }
@@ -239,14 +250,20 @@ fn train(a: TrainArgs) -> zo::Result<()> {
 }
 
 fn print_effective(cfg: &zo::zo::TrainConfig, run: &zo::train::DiskRun) {
-    let v = serde_json::json!({
-        "config": cfg,
+    // The config is serialized on its own so its f32 fields print as written (0.001), not
+    // as their f64 widening.
+    let rest = serde_json::json!({
         "model": run.model.display().to_string(),
         "data": run.data.display().to_string(),
         "out": run.out.display().to_string(),
         "resume": run.resume.as_ref().map(|p| p.display().to_string()),
     });
-    println!("{}", serde_json::to_string(&v).expect("config serializes"));
+    let rest = rest.to_string();
+    println!(
+        "{{\"config\":{},{}",
+        serde_json::to_string(cfg).expect("config serializes"),
+        &rest[1..]
+    );
 }
 
 /// `zo-run` alone: the built-in demonstration on the default model and task.
@@ -275,7 +292,11 @@ fn default_run() -> zo::Result<()> {
         acc(s.dev_accuracy_before),
         64
     );
-    println!("dev accuracy after {} lozo steps: {}", s.steps, acc(s.dev_accuracy_last));
+    println!(
+        "dev accuracy after {} lozo steps: {}",
+        s.steps,
+        acc(s.dev_accuracy_last)
+    );
     println!("outputs in {}", run.out.display());
     println!(
         "{}",
@@ -362,7 +383,10 @@ fn run(cmd: Cmd) -> zo::Result<()> {
                 state,
                 dtype.parse()?,
             )?;
-            println!("{}", serde_json::to_string(&r).expect("a report serializes"));
+            println!(
+                "{}",
+                serde_json::to_string(&r).expect("a report serializes")
+            );
             Ok(())
         }
     }
