@@ -238,14 +238,14 @@ pub fn train<B: ZoBackend>(
         metrics.line(&step_line(&est, rate))?;
 
         let done = log.completed;
-        if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps {
+        if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
             let (acc, loss) = dev_eval(&backend, &data.dev, cfg.eval_batch)?;
             let line = record_eval(&mut log, done, acc, loss);
             metrics.line(&line)?;
             last_dev = Some(acc);
         }
         if let Some(path) = &opts.checkpoint {
-            let every = opts.checkpoint_every > 0 && done % opts.checkpoint_every == 0;
+            let every = opts.checkpoint_every > 0 && done.is_multiple_of(opts.checkpoint_every);
             if every || done == stop {
                 metrics.flush()?;
                 log.save(path)?;

@@ -86,7 +86,12 @@ fn families() -> Vec<(&'static str, FamilyConfig, f32, f32)> {
         ("lowrank", lowrank(3), 1e-2, 1e-2),
         ("lora", lora(), 1e-1, 1e-2),
         ("dense", FamilyConfig::Dense { in_place: false }, 1e-3, 1e-3),
-        ("dense-in-place", FamilyConfig::Dense { in_place: true }, 1e-3, 1e-3),
+        (
+            "dense-in-place",
+            FamilyConfig::Dense { in_place: true },
+            1e-3,
+            1e-3,
+        ),
     ]
 }
 
@@ -197,14 +202,20 @@ fn training_lowers_the_loss_on_a_synthetic_task() {
     let before = zo::train::dev_eval(&cpu_backend(&base, &cfg).unwrap(), &data.train, 16)
         .unwrap()
         .1;
-    let after = zo::train::dev_eval(&out.backend, &data.train, 16).unwrap().1;
+    let after = zo::train::dev_eval(&out.backend, &data.train, 16)
+        .unwrap()
+        .1;
     eprintln!("train loss {before:.4} -> {after:.4}");
     assert!(
-        after < before - 0.1,
-        "full-train-split loss went from {before} to {after}; expected a drop of at least 0.1"
+        after < before - 0.2,
+        "full-train-split loss went from {before} to {after}; expected a drop of at least 0.2"
     );
     let curves = zo::zo::plot::read_curves(&metrics).unwrap();
     assert_eq!(curves.loss.len(), 300);
     let svg = std::fs::read_to_string(dir.path().join("curve.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{}", &svg[..200.min(svg.len())]);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
 }

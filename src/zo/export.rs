@@ -46,7 +46,7 @@ pub fn export(
             )))
         }
     };
-    let (base, _) = crate::train::load_base(&model_dir)?;
+    let base = crate::model::load::load_model(&model_dir)?;
     let hash = super::hash::model_hash(&base);
     if hash != log.base_hash {
         return Err(Error::Config(format!(

@@ -84,7 +84,6 @@ pub fn log_steps<'a>(
         .iter()
         .map(LogStep::Applied)
         .chain(skipped.iter().map(LogStep::Skipped))
-        .filter(|s| s.step() < upto)
         .collect();
     all.sort_by_key(LogStep::step);
     for (i, s) in all.iter().enumerate() {
@@ -101,6 +100,7 @@ pub fn log_steps<'a>(
             all.len()
         )));
     }
+    all.truncate(upto as usize);
     Ok(all)
 }
 
