@@ -203,6 +203,14 @@ pub fn train<B: ZoBackend>(
         let line = record_eval(&mut log, 0, acc, loss);
         metrics.line(&line)?;
         last_dev = Some(acc);
+        if opts.progress {
+            bar.suspend(|| {
+                eprintln!(
+                    "dev accuracy before training: {acc:.4} ({} examples)",
+                    data.dev.len()
+                )
+            });
+        }
     }
 
     let start = Instant::now();

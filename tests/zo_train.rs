@@ -219,3 +219,35 @@ fn training_lowers_the_loss_on_a_synthetic_task() {
         &svg[..200.min(svg.len())]
     );
 }
+
+#[test]
+fn non_finite_losses_skip_the_step_and_are_logged() {
+    let mut base = tiny_model();
+    // Poison one prompt token's embedding: examples using it score NaN.
+    let e = base.config.embed_dim;
+    let data = parity_data(16, 8, 8);
+    let t = data.train[0].prompt[0] as usize;
+    base.embed[t * e] = f32::NAN;
+    let cfg = config(lowrank(3), 6, 1e-2, 1e-2);
+    let out = run(&base, &data, &cfg, None, &RunOptions::default());
+    assert!(!out.log.skipped.is_empty(), "no step was skipped");
+    assert!(out
+        .log
+        .skipped
+        .iter()
+        .all(|s| s.reason.contains("non-finite")));
+    assert_eq!(out.log.records.len() + out.log.skipped.len(), 6);
+    assert!(out
+        .log
+        .records
+        .iter()
+        .all(|r| r.grads.iter().all(|g| g.is_finite())));
+    let mut b = cpu_backend(&base, &cfg).unwrap();
+    replay(&mut b, &cfg, &out.log.records, &out.log.skipped, 6).unwrap();
+    // NaN != NaN, so compare bits.
+    assert_same(
+        &state(&b),
+        &state(&out.backend),
+        "replay with skipped steps",
+    );
+}
