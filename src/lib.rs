@@ -12,5 +12,7 @@ pub mod model;
 pub mod perturb;
 pub mod plan;
 pub mod rng;
+pub mod train;
+pub mod zo;
 
 pub use error::{Error, Result};

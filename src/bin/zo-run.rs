@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,278 @@ enum Cmd {
         #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
         dtype: String,
     },
+    /// Zeroth-order fine-tuning (MeZO/LoZO families) with seed-log checkpoints.
+    Train(Box<TrainArgs>),
+    /// Replay a seed-log checkpoint onto its base model and write merged HF weights (and a
+    /// PEFT adapter for lora).
+    Export {
+        /// The checkpoint (seed log) to replay.
+        checkpoint: PathBuf,
+        /// Output directory.
+        out_dir: PathBuf,
+        /// Base model directory (default: the one the checkpoint names).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Export the state after the last step instead of the best dev state.
+        #[arg(long)]
+        last: bool,
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+        dtype: String,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Starting settings: mezo, mezo-lora, mezo-prefix, lozo, lozo-m. Every flag below
+    /// overrides its field.
+    #[arg(long, default_value = "lozo")]
+    preset: String,
+    /// Replace the preset's family: lowrank, lozo, lozo-m, lora, dense, mezo, prefix.
+    #[arg(long)]
+    family: Option<String>,
+    #[arg(long, default_value = "assets/smollm2-135m")]
+    model: PathBuf,
+    /// Built-in task name (sentiment) or a task spec JSON file.
+    #[arg(long)]
+    task: Option<String>,
+    /// Directory holding train/dev/test split files.
+    #[arg(long, default_value = "assets/data/sentiment")]
+    data: PathBuf,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, allow_hyphen_values = true)]
+    eps: Option<f32>,
+    #[arg(long, allow_hyphen_values = true)]
+    lr: Option<f32>,
+    /// Learning-rate schedule: constant or linear (decay to 0).
+    #[arg(long, value_parser = ["constant", "linear"])]
+    schedule: Option<String>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Directions per step.
+    #[arg(long)]
+    q: Option<usize>,
+    /// One-sided estimator (q + 1 variants) instead of two-sided SPSA.
+    #[arg(long)]
+    one_sided: bool,
+    #[arg(long, value_parser = ["gaussian", "rademacher"])]
+    dist: Option<String>,
+    /// Rank of lowrank / lora.
+    #[arg(long)]
+    rank: Option<usize>,
+    /// ν: steps per low-rank period.
+    #[arg(long)]
+    period: Option<u64>,
+    /// LoZO-M momentum β.
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// Trainable prefix tokens (prefix family).
+    #[arg(long)]
+    prefix_tokens: Option<usize>,
+    /// Dense family: perturb the weights in place (+ε, −2ε, +ε) as MeZO does.
+    #[arg(long)]
+    in_place: bool,
+    /// Evaluate on dev every N steps (0: only at the end).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    #[arg(long, value_parser = positive)]
+    train_limit: Option<usize>,
+    #[arg(long, value_parser = positive)]
+    dev_limit: Option<usize>,
+    #[arg(long, value_parser = positive)]
+    test_limit: Option<usize>,
+    /// Seed of directions, periods and family initialisation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the training-batch order.
+    #[arg(long)]
+    data_seed: Option<u64>,
+    /// Checkpoint path (default: OUT/checkpoint.json).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Write the checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Continue from a checkpoint: replays its seed log, then trains the remaining steps.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Output directory: metrics.jsonl, curve.svg, checkpoint.json.
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// Stop after this many steps (with a checkpoint), as an interruption would.
+    #[arg(long)]
+    stop_after: Option<u64>,
+}
+
+/// The preset with every given flag applied.
+fn train_config(a: &TrainArgs) -> zo::Result<zo::zo::TrainConfig> {
+    use zo::perturb::FamilyConfig;
+    use zo::zo::config::LrSchedule;
+    let mut c = zo::zo::TrainConfig::preset(&a.preset)?;
+    if let Some(f) = &a.family {
+        c.family = zo::perturb::family_from_name(f)?;
+        c.preset = None;
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
+    }
+    set!(
+        steps,
+        batch,
+        eps,
+        lr,
+        weight_decay,
+        q,
+        eval_every,
+        seed,
+        data_seed,
+        task
+    );
+    if a.train_limit.is_some() {
+        c.train_limit = a.train_limit;
+    }
+    if a.dev_limit.is_some() {
+        c.dev_limit = a.dev_limit;
+    }
+    if a.test_limit.is_some() {
+        c.test_limit = a.test_limit;
+    }
+    if let Some(s) = &a.schedule {
+        c.schedule = if s == "linear" {
+            LrSchedule::Linear
+        } else {
+            LrSchedule::Constant
+        };
+    }
+    if let Some(d) = &a.dist {
+        c.dist = serde_json::from_value(serde_json::Value::String(d.clone()))
+            .expect("clap restricts --dist");
+    }
+    c.one_sided |= a.one_sided;
+    let family = c.family.name();
+    let not_for = |flag: &str| {
+        Err(zo::Error::Config(format!(
+            "{flag} does not apply to the {family} family"
+        )))
+    };
+    match &mut c.family {
+        FamilyConfig::LowRank {
+            rank,
+            period,
+            momentum,
+            ..
+        } => {
+            set_opt(rank, a.rank);
+            set_opt(period, a.period);
+            if a.momentum.is_some() {
+                *momentum = a.momentum;
+            }
+        }
+        FamilyConfig::Lora { rank, .. } => set_opt(rank, a.rank),
+        FamilyConfig::Dense { in_place } => *in_place |= a.in_place,
+        FamilyConfig::Prefix { tokens } => set_opt(tokens, a.prefix_tokens),
+    }
+    let lowrank = matches!(c.family, FamilyConfig::LowRank { .. });
+    let lora = matches!(c.family, FamilyConfig::Lora { .. });
+    if a.rank.is_some() && !(lowrank || lora) {
+        return not_for("--rank");
+    }
+    if (a.period.is_some() || a.momentum.is_some()) && !lowrank {
+        return not_for("--period/--momentum");
+    }
+    if a.prefix_tokens.is_some() && !matches!(c.family, FamilyConfig::Prefix { .. }) {
+        return not_for("--prefix-tokens");
+    }
+    if a.in_place && !matches!(c.family, FamilyConfig::Dense { .. }) {
+        return not_for("--in-place");
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn set_opt<T: Copy>(field: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *field = v;
+    }
+}
+
+fn train(a: TrainArgs) -> zo::Result<()> {
+    let cfg = train_config(&a)?;
+    let run = zo::train::DiskRun {
+        model: a.model,
+        data: a.data,
+        out: a.out,
+        checkpoint: a.checkpoint,
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
+        progress: true,
+        stop_after: a.stop_after,
+    };
+    print_effective(&cfg, &run);
+    let summary = zo::train::run_on_disk(&cfg, &run)?;
+    println!(
+        "{}",
+        serde_json::to_string(&summary).expect("a summary serializes")
+    );
+    Ok(())
+}
+
+fn print_effective(cfg: &zo::zo::TrainConfig, run: &zo::train::DiskRun) {
+    // The config is serialized on its own so its f32 fields print as written (0.001), not
+    // as their f64 widening.
+    let rest = serde_json::json!({
+        "model": run.model.display().to_string(),
+        "data": run.data.display().to_string(),
+        "out": run.out.display().to_string(),
+        "resume": run.resume.as_ref().map(|p| p.display().to_string()),
+    });
+    let rest = rest.to_string();
+    println!(
+        "{{\"config\":{},{}",
+        serde_json::to_string(cfg).expect("config serializes"),
+        &rest[1..]
+    );
+}
+
+/// `zo-run` alone: the built-in demonstration on the default model and task.
+fn default_run() -> zo::Result<()> {
+    let mut cfg = zo::zo::TrainConfig::preset("lozo")?;
+    // Sized for a short CPU run: the CUDA backend turns this into a full run.
+    cfg.steps = 30;
+    cfg.eval_every = 0;
+    cfg.dev_limit = Some(64);
+    cfg.test_limit = Some(64);
+    let run = zo::train::DiskRun {
+        model: "assets/smollm2-135m".into(),
+        data: "assets/data/sentiment".into(),
+        out: "runs/default".into(),
+        checkpoint: None,
+        checkpoint_every: 10,
+        resume: None,
+        progress: true,
+        stop_after: None,
+    };
+    print_effective(&cfg, &run);
+    let s = zo::train::run_on_disk(&cfg, &run)?;
+    let acc = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.4}"));
+    println!(
+        "dev accuracy before: {} ({} dev examples)",
+        acc(s.dev_accuracy_before),
+        64
+    );
+    println!(
+        "dev accuracy after {} lozo steps: {}",
+        s.steps,
+        acc(s.dev_accuracy_last)
+    );
+    println!("outputs in {}", run.out.display());
+    println!(
+        "{}",
+        serde_json::to_string(&s).expect("a summary serializes")
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -91,17 +363,42 @@ fn run(cmd: Cmd) -> zo::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Cmd::Train(a) => train(*a),
+        Cmd::Export {
+            checkpoint,
+            out_dir,
+            model,
+            last,
+            dtype,
+        } => {
+            let state = if last {
+                zo::zo::export::ExportState::Last
+            } else {
+                zo::zo::export::ExportState::Best
+            };
+            let r = zo::zo::export::export(
+                &checkpoint,
+                &out_dir,
+                model.as_deref(),
+                state,
+                dtype.parse()?,
+            )?;
+            println!(
+                "{}",
+                serde_json::to_string(&r).expect("a report serializes")
+            );
+            Ok(())
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(cmd) = cli.cmd else {
-        Cli::command().print_help().expect("help prints to stdout");
-        println!();
-        return ExitCode::SUCCESS;
+    let result = match cli.cmd {
+        Some(cmd) => run(cmd),
+        None => default_run(),
     };
-    match run(cmd) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

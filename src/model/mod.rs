@@ -4,6 +4,7 @@
 pub mod config;
 pub mod load;
 pub mod random;
+pub mod save;
 pub mod site;
 
 pub use config::{Activation, Arch, ModelConfig, RopeScaling};

@@ -204,7 +204,7 @@ pub trait Perturbation: Send + Sync {
 }
 
 /// A family with its trained state: forward hooks plus the update routine.
-pub trait Family: Perturbation {
+pub trait Family: Perturbation + std::any::Any {
     fn config(&self) -> &FamilyConfig;
 
     /// Called before step `step` scores anything (low-rank: merge the bank and switch V at a

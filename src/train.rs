@@ -1,0 +1,459 @@
+//! The training loop: sample → plan → score → loss differences → update → log/eval.
+//!
+//! MeZO's protocol: the batch of step `s` is a pure function of (data seed, s) (see
+//! [`crate::zo::seeds::batch_indices`]); dev accuracy every `eval_every` steps selects the
+//! best state, which is recovered at the end by replaying the seed log up to it (no weight
+//! snapshots), and the test accuracy reported is that of the best state.
+//!
+//! Checkpoints are seed logs ([`Checkpoint`]); resuming replays the log onto fresh base
+//! weights and continues, so a resumed run ends bit for bit where an uninterrupted one does.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::eval::evaluate;
+use crate::plan::TokenizedExample;
+use crate::zo::checkpoint::{Checkpoint, DevPoint, SkippedStep};
+use crate::zo::config::TrainConfig;
+use crate::zo::estimator::estimate;
+use crate::zo::replay::{replay, ZoBackend};
+use crate::zo::schedule::lr_at;
+use crate::zo::seeds::{batch_indices, period_seed};
+use crate::{Error, Result};
+
+/// Tokenized splits of a run.
+#[derive(Debug, Clone)]
+pub struct TrainData {
+    pub train: Vec<TokenizedExample>,
+    pub dev: Vec<TokenizedExample>,
+    pub test: Vec<TokenizedExample>,
+}
+
+/// How a run is carried out; none of this changes the trained state.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Seed-log checkpoint path (also read by `--resume` when it is the same file).
+    pub checkpoint: Option<PathBuf>,
+    /// Write the checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// JSONL metrics: one line per step, one per evaluation.
+    pub metrics: Option<PathBuf>,
+    /// SVG loss/accuracy curve written at the end.
+    pub plot: Option<PathBuf>,
+    pub progress: bool,
+    /// Stop (with a checkpoint) once this many steps are done, as an interruption would.
+    pub stop_after: Option<u64>,
+    /// Skip the final test evaluation.
+    pub skip_test: bool,
+}
+
+/// What a run produced.
+pub struct TrainOutcome<B> {
+    /// The backend holding the state after the last completed step.
+    pub backend: B,
+    pub log: Checkpoint,
+    /// Test accuracy of the best dev state (None when skipped or interrupted).
+    pub test_accuracy: Option<f64>,
+    /// Whether every configured step ran.
+    pub finished: bool,
+}
+
+/// Per-step line of the metrics file.
+fn step_line(est: &crate::zo::estimator::StepEstimate, steps_per_s: f64) -> serde_json::Value {
+    let mut v = json!({
+        "type": "step",
+        "step": est.record.step,
+        "loss": est.loss(),
+        "loss_plus": est.loss_plus,
+        "g": est.record.grads,
+        "lr": est.record.lr,
+        "skipped": est.skipped.is_some(),
+        "steps_per_s": steps_per_s,
+        "tokens": est.tokens,
+    });
+    let o = v.as_object_mut().expect("object");
+    match est.loss0 {
+        Some(l0) => o.insert("loss0".into(), json!(l0)),
+        None => o.insert("loss_minus".into(), json!(est.loss_minus)),
+    };
+    if let Some(r) = &est.skipped {
+        o.insert("skip_reason".into(), json!(r));
+    }
+    v
+}
+
+struct Metrics {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl Metrics {
+    fn open(path: Option<&Path>, append: bool) -> Result<Metrics> {
+        let out = match path {
+            None => None,
+            Some(p) => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(append)
+                    .truncate(!append)
+                    .open(p)
+                    .map_err(|e| Error::io(p, e))?;
+                Some(BufWriter::new(f))
+            }
+        };
+        Ok(Metrics {
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            out,
+        })
+    }
+
+    fn line(&mut self, v: &serde_json::Value) -> Result<()> {
+        if let Some(w) = self.out.as_mut() {
+            writeln!(w, "{v}").map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(w) = self.out.as_mut() {
+            w.flush().map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn progress_bar(steps: u64, done: u64, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps, ETA {eta} | {msg}",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_position(done);
+    bar
+}
+
+/// Dev accuracy and loss of the backend's current state.
+pub fn dev_eval<B: ZoBackend>(
+    backend: &B,
+    examples: &[TokenizedExample],
+    batch: usize,
+) -> Result<(f64, f64)> {
+    let r = evaluate(backend, examples, batch, &mut |_| {})?;
+    Ok((r.accuracy, r.mean_loss))
+}
+
+/// Runs training from `log`: a fresh [`Checkpoint::new`] or a loaded checkpoint to resume.
+/// `make` builds a backend holding the base weights and a fresh family; it is called once to
+/// train and once more if the best dev state is not the last.
+pub fn train<B: ZoBackend>(
+    make: &dyn Fn() -> Result<B>,
+    data: &TrainData,
+    cfg: &TrainConfig,
+    base_hash: &str,
+    log: Checkpoint,
+    opts: &RunOptions,
+) -> Result<TrainOutcome<B>> {
+    cfg.validate()?;
+    if data.train.is_empty() || data.dev.is_empty() {
+        return Err(Error::Data(
+            "training needs non-empty train and dev splits".into(),
+        ));
+    }
+    log.check()?;
+    log.check_compatible(base_hash, cfg)?;
+    let resumed = log.completed > 0 || !log.evals.is_empty();
+    let mut backend = make()?;
+    replay(&mut backend, cfg, &log.records, &log.skipped, log.completed)?;
+    // A constant-lr run may be extended: the log takes this run's step count.
+    let mut log = Checkpoint {
+        config: cfg.clone(),
+        ..log
+    };
+    let mut metrics = Metrics::open(opts.metrics.as_deref(), resumed)?;
+    let ucfg = cfg.update_config();
+    let bar = progress_bar(cfg.steps, log.completed, opts.progress);
+    let mut last_dev = log.evals.last().map(|d| d.accuracy);
+
+    let record_eval = |log: &mut Checkpoint, after: u64, acc: f64, loss: f64| {
+        let p = DevPoint {
+            after,
+            accuracy: acc,
+            loss,
+        };
+        if log.best.as_ref().is_none_or(|b| acc > b.accuracy) {
+            log.best = Some(p.clone());
+        }
+        log.evals.push(p);
+        json!({"type": "eval", "split": "dev", "after": after, "accuracy": acc, "loss": loss})
+    };
+
+    if log.completed == 0 && log.evals.is_empty() {
+        let (acc, loss) = dev_eval(&backend, &data.dev, cfg.eval_batch)?;
+        let line = record_eval(&mut log, 0, acc, loss);
+        metrics.line(&line)?;
+        last_dev = Some(acc);
+        if opts.progress {
+            bar.suspend(|| {
+                eprintln!(
+                    "dev accuracy before training: {acc:.4} ({} examples)",
+                    data.dev.len()
+                )
+            });
+        }
+    }
+
+    let start = Instant::now();
+    let first = log.completed;
+    let stop = opts.stop_after.unwrap_or(u64::MAX).min(cfg.steps);
+    while log.completed < stop {
+        let step = log.completed;
+        let ps = cfg.period().map(|nu| period_seed(cfg.seed, step, nu));
+        backend.begin_step(step, ps);
+        let batch: Vec<TokenizedExample> =
+            batch_indices(cfg.data_seed, step, cfg.batch, data.train.len())
+                .into_iter()
+                .map(|i| data.train[i].clone())
+                .collect();
+        let est = estimate(&mut backend, cfg, step, ps, lr_at(cfg, step), &batch)?;
+        match &est.skipped {
+            None => {
+                backend.update(&est.record, &ucfg)?;
+                log.records.push(est.record.clone());
+            }
+            Some(reason) => {
+                bar.suspend(|| eprintln!("step {step}: skipped, {reason}"));
+                log.skipped.push(SkippedStep {
+                    step,
+                    seeds: est.record.seeds.clone(),
+                    period_seed: ps,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        log.completed += 1;
+        let rate = (log.completed - first) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        metrics.line(&step_line(&est, rate))?;
+
+        let done = log.completed;
+        if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
+            let (acc, loss) = dev_eval(&backend, &data.dev, cfg.eval_batch)?;
+            let line = record_eval(&mut log, done, acc, loss);
+            metrics.line(&line)?;
+            last_dev = Some(acc);
+        }
+        if let Some(path) = &opts.checkpoint {
+            let every = opts.checkpoint_every > 0 && done.is_multiple_of(opts.checkpoint_every);
+            if every || done == stop {
+                metrics.flush()?;
+                log.save(path)?;
+            }
+        }
+        bar.set_position(done);
+        bar.set_message(format!(
+            "loss {:.4} | dev acc {} | {rate:.2} steps/s",
+            est.loss(),
+            last_dev.map_or("-".into(), |a| format!("{a:.3}"))
+        ));
+    }
+    bar.finish_and_clear();
+    let finished = log.completed == cfg.steps;
+    if let Some(path) = &opts.checkpoint {
+        log.save(path)?;
+    }
+
+    let mut test_accuracy = None;
+    if finished && !opts.skip_test && !data.test.is_empty() {
+        let best_after = log.best.as_ref().map_or(log.completed, |b| b.after);
+        let acc = if best_after == log.completed {
+            evaluate(&backend, &data.test, cfg.eval_batch, &mut |_| {})?.accuracy
+        } else {
+            let mut best = make()?;
+            replay(&mut best, cfg, &log.records, &log.skipped, best_after)?;
+            evaluate(&best, &data.test, cfg.eval_batch, &mut |_| {})?.accuracy
+        };
+        metrics.line(&json!({"type": "test", "after": best_after, "accuracy": acc}))?;
+        test_accuracy = Some(acc);
+    }
+    metrics.flush()?;
+    if let (Some(svg), Some(m)) = (&opts.plot, &opts.metrics) {
+        crate::zo::plot::write_curve(m, svg)?;
+    }
+    Ok(TrainOutcome {
+        backend,
+        log,
+        test_accuracy,
+        finished,
+    })
+}
+
+/// Where a run reads its inputs and writes its outputs (`zo-run train`).
+#[derive(Debug, Clone)]
+pub struct DiskRun {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    /// Output directory: metrics.jsonl, curve.svg, checkpoint.json, summary.json.
+    pub out: PathBuf,
+    /// Checkpoint path (default `out/checkpoint.json`).
+    pub checkpoint: Option<PathBuf>,
+    pub checkpoint_every: u64,
+    pub resume: Option<PathBuf>,
+    pub progress: bool,
+    pub stop_after: Option<u64>,
+}
+
+/// The one JSON line `zo-run train` prints at the end.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub applied: usize,
+    pub skipped: usize,
+    pub dev_accuracy_before: Option<f64>,
+    pub dev_accuracy_last: Option<f64>,
+    pub best: Option<DevPoint>,
+    pub test_accuracy: Option<f64>,
+    pub checkpoint: String,
+    pub metrics: String,
+    pub curve: Option<String>,
+}
+
+fn limit(mut v: Vec<crate::data::Example>, n: Option<usize>) -> Vec<crate::data::Example> {
+    if let Some(n) = n {
+        v.truncate(n);
+    }
+    v
+}
+
+/// Loads the task's train/dev/test splits from `data` and tokenizes them.
+pub fn load_data(
+    cfg: &TrainConfig,
+    data: &Path,
+    tokenizer: &crate::io::tokenizer::Tokenizer,
+) -> Result<TrainData> {
+    let task = crate::data::resolve_task(&cfg.task)?;
+    let tok = |split: &str, n: Option<usize>| -> Result<Vec<TokenizedExample>> {
+        let ex = limit(crate::data::load_split(data, split)?, n);
+        crate::data::tokenize_examples(task.as_ref(), &ex, |t, s| tokenizer.encode(t, s))
+    };
+    Ok(TrainData {
+        train: tok("train", cfg.train_limit)?,
+        dev: tok("dev", cfg.dev_limit)?,
+        test: tok("test", cfg.test_limit)?,
+    })
+}
+
+/// Loads a base model and its tokenizer, checking they fit each other.
+pub fn load_base(dir: &Path) -> Result<(crate::model::Model, crate::io::tokenizer::Tokenizer)> {
+    let config = dir.join("config.json");
+    if !config.is_file() {
+        return Err(Error::io(
+            &config,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "model not found: run tools/fetch-assets, or pass --model DIR",
+            ),
+        ));
+    }
+    let tokenizer = crate::io::tokenizer::Tokenizer::from_dir(dir)?;
+    let model = crate::model::load::load_model(dir)?;
+    tokenizer.check_model(&model.config)?;
+    Ok((model, tokenizer))
+}
+
+/// A CPU backend on a copy of `base` with a freshly built family.
+pub fn cpu_backend(
+    base: &crate::model::Model,
+    cfg: &TrainConfig,
+) -> Result<crate::backend::cpu::CpuBackend> {
+    let family = crate::perturb::build(&cfg.family, cfg.dist, base, cfg.seed)?;
+    Ok(crate::backend::cpu::CpuBackend::with_family(
+        base.clone(),
+        family,
+    ))
+}
+
+/// `zo-run train`: everything from files on disk to files on disk, on the CPU backend.
+pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
+    cfg.validate()?;
+    if !run.data.is_dir() {
+        return Err(Error::io(
+            &run.data,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "data directory not found: run tools/fetch-assets, or pass --data DIR",
+            ),
+        ));
+    }
+    let resume = run.resume.as_deref().map(Checkpoint::load).transpose()?;
+    let (base, tokenizer) = load_base(&run.model)?;
+    let data = load_data(cfg, &run.data, &tokenizer)?;
+    let base_hash = crate::zo::hash::model_hash(&base);
+    let data_hash = crate::zo::hash::examples_hash(&data.train);
+    if let Some(ck) = &resume {
+        if let Some(h) = &ck.data_hash {
+            if *h != data_hash {
+                return Err(Error::Config(format!(
+                    "checkpoint was trained on a train split hashing to {h}, but {} gives {data_hash}",
+                    run.data.display()
+                )));
+            }
+        }
+    }
+    // Fail on a family that cannot be built before any file is written.
+    cpu_backend(&base, cfg)?;
+    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    let checkpoint = run
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run.out.join("checkpoint.json"));
+    let metrics = run.out.join("metrics.jsonl");
+    let curve = run.out.join("curve.svg");
+    let opts = RunOptions {
+        checkpoint: Some(checkpoint.clone()),
+        checkpoint_every: run.checkpoint_every,
+        metrics: Some(metrics.clone()),
+        plot: Some(curve.clone()),
+        progress: run.progress,
+        stop_after: run.stop_after,
+        skip_test: false,
+    };
+    let log = resume.unwrap_or_else(|| {
+        let mut ck = Checkpoint::new(base_hash.clone(), cfg.clone());
+        ck.model_dir = Some(run.model.display().to_string());
+        ck.data_dir = Some(run.data.display().to_string());
+        ck
+    });
+    let log = Checkpoint {
+        data_hash: Some(data_hash),
+        ..log
+    };
+    let make = || cpu_backend(&base, cfg);
+    let outcome = train(&make, &data, cfg, &base_hash, log, &opts)?;
+    let log = &outcome.log;
+    Ok(TrainSummary {
+        steps: log.completed,
+        applied: log.records.len(),
+        skipped: log.skipped.len(),
+        dev_accuracy_before: log
+            .evals
+            .first()
+            .filter(|e| e.after == 0)
+            .map(|e| e.accuracy),
+        dev_accuracy_last: log.evals.last().map(|e| e.accuracy),
+        best: log.best.clone(),
+        test_accuracy: outcome.test_accuracy,
+        checkpoint: checkpoint.display().to_string(),
+        metrics: metrics.display().to_string(),
+        curve: curve.is_file().then(|| curve.display().to_string()),
+    })
+}

@@ -1,0 +1,192 @@
+//! SPSA estimators: q directions per step, two-sided (2q variants) or one-sided (q + 1).
+//!
+//! Variants are laid out as the families expect (see `perturb`): for d in 0..q,
+//! (seed_d, +1, ε), (seed_d, −1, ε); one-sided: (seed_d, +1, ε) for each d, then the
+//! unperturbed variant. `Plan::build` packs variant-major, so the example groups of the
+//! scores come in the same order, `batch` per variant.
+//!
+//! g_d = (mean L₊ − mean L₋)/(2ε), or (mean L₊ − mean L₀)/ε one-sided: the means and the
+//! difference are taken in f64 over the fp32 per-example losses and g is rounded once to f32.
+
+use super::config::TrainConfig;
+use super::replay::{in_place_scales, ZoBackend};
+use super::seeds::direction_seed;
+use crate::perturb::StepRecord;
+use crate::plan::{Plan, TokenizedExample, Variant};
+use crate::{Error, Result};
+
+/// One step's estimate: the record to apply (when not skipped) and the losses behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEstimate {
+    pub record: StepRecord,
+    /// Mean loss under +εZ_d, per direction.
+    pub loss_plus: Vec<f64>,
+    /// Mean loss under −εZ_d, per direction (two-sided).
+    pub loss_minus: Vec<f64>,
+    /// Mean loss of the unperturbed model (one-sided).
+    pub loss0: Option<f64>,
+    /// Why the step must not be applied (a non-finite loss or g).
+    pub skipped: Option<String>,
+    /// Packed tokens scored.
+    pub tokens: usize,
+}
+
+impl StepEstimate {
+    /// The step's training-loss estimate: the mean over all scored variants.
+    pub fn loss(&self) -> f64 {
+        let all: Vec<f64> = self
+            .loss_plus
+            .iter()
+            .chain(&self.loss_minus)
+            .chain(self.loss0.iter())
+            .copied()
+            .collect();
+        all.iter().sum::<f64>() / all.len().max(1) as f64
+    }
+}
+
+/// The variants of one step in the conventional order.
+pub fn variants(seeds: &[u64], eps: f32, one_sided: bool) -> Vec<Variant> {
+    let mut out = Vec::with_capacity(2 * seeds.len());
+    for &seed in seeds {
+        out.push(Variant { seed, sign: 1, eps });
+        if !one_sided {
+            out.push(Variant {
+                seed,
+                sign: -1,
+                eps,
+            });
+        }
+    }
+    if one_sided {
+        out.push(Variant::BASE);
+    }
+    out
+}
+
+/// Mean loss of each variant's block of `per_variant` example groups.
+fn variant_means(losses: &[f32], per_variant: usize, n_variants: usize) -> Result<Vec<f64>> {
+    if losses.len() != per_variant * n_variants {
+        return Err(Error::Data(format!(
+            "estimator: backend returned {} example losses, expected {} ({} variants × {} examples)",
+            losses.len(),
+            per_variant * n_variants,
+            n_variants,
+            per_variant
+        )));
+    }
+    Ok(losses
+        .chunks(per_variant)
+        .map(|c| c.iter().map(|&l| l as f64).sum::<f64>() / per_variant as f64)
+        .collect())
+}
+
+/// Scores step `step` on `batch` and computes its projected gradients. Does not touch the
+/// trained state (in-place perturbations are undone by their own schedule), does not call
+/// `begin_step` and does not update.
+pub fn estimate<B: ZoBackend + ?Sized>(
+    backend: &mut B,
+    cfg: &TrainConfig,
+    step: u64,
+    period_seed: Option<u64>,
+    lr: f32,
+    batch: &[TokenizedExample],
+) -> Result<StepEstimate> {
+    let seeds: Vec<u64> = (0..cfg.q)
+        .map(|d| direction_seed(cfg.seed, step, d))
+        .collect();
+    let n = batch.len();
+    let eps = cfg.eps;
+    let (mut plus, mut minus, mut loss0, mut tokens) = (Vec::new(), Vec::new(), None, 0);
+    if cfg.in_place() {
+        // MeZO's own schedule: θ+εZ, score, θ−εZ, score, back to θ, one direction at a time.
+        let plan = Plan::build(batch, &[Variant::BASE])?;
+        let [up, down, back] = in_place_scales(eps);
+        for &seed in &seeds {
+            backend.perturb_in_place(seed, up, cfg.dist)?;
+            let sp = backend.score(&plan)?;
+            backend.perturb_in_place(seed, down, cfg.dist)?;
+            let sm = backend.score(&plan)?;
+            backend.perturb_in_place(seed, back, cfg.dist)?;
+            let l: Vec<f32> = sp.examples.iter().map(|e| e.loss).collect();
+            plus.push(variant_means(&l, n, 1)?[0]);
+            let l: Vec<f32> = sm.examples.iter().map(|e| e.loss).collect();
+            minus.push(variant_means(&l, n, 1)?[0]);
+            tokens += 2 * plan.n_tokens();
+        }
+    } else {
+        let vars = variants(&seeds, eps, cfg.one_sided);
+        let plan = Plan::build(batch, &vars)?;
+        let scores = backend.score(&plan)?;
+        let l: Vec<f32> = scores.examples.iter().map(|e| e.loss).collect();
+        let means = variant_means(&l, n, vars.len())?;
+        tokens = plan.n_tokens();
+        if cfg.one_sided {
+            plus = means[..cfg.q].to_vec();
+            loss0 = Some(means[cfg.q]);
+        } else {
+            plus = means.iter().step_by(2).copied().collect();
+            minus = means.iter().skip(1).step_by(2).copied().collect();
+        }
+    }
+    let grads: Vec<f32> = match loss0 {
+        Some(l0) => plus
+            .iter()
+            .map(|p| ((p - l0) / eps as f64) as f32)
+            .collect(),
+        None => plus
+            .iter()
+            .zip(&minus)
+            .map(|(p, m)| ((p - m) / (2.0 * eps as f64)) as f32)
+            .collect(),
+    };
+    let skipped = if let Some(d) = plus
+        .iter()
+        .chain(&minus)
+        .chain(loss0.iter())
+        .position(|l| !l.is_finite())
+    {
+        Some(format!("non-finite loss (variant {d})"))
+    } else {
+        grads
+            .iter()
+            .position(|g| !g.is_finite())
+            .map(|d| format!("non-finite g for direction {d}"))
+    };
+    Ok(StepEstimate {
+        record: StepRecord {
+            step,
+            seeds,
+            grads,
+            lr,
+            period_seed,
+        },
+        loss_plus: plus,
+        loss_minus: minus,
+        loss0,
+        skipped,
+        tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_order_follows_the_convention() {
+        let v = variants(&[5, 9], 0.1, false);
+        let got: Vec<(u64, i8)> = v.iter().map(|v| (v.seed, v.sign)).collect();
+        assert_eq!(got, vec![(5, 1), (5, -1), (9, 1), (9, -1)]);
+        let v = variants(&[5, 9], 0.1, true);
+        let got: Vec<(u64, i8)> = v.iter().map(|v| (v.seed, v.sign)).collect();
+        assert_eq!(got, vec![(5, 1), (9, 1), (0, 0)]);
+    }
+
+    #[test]
+    fn means_are_per_variant_blocks() {
+        let m = variant_means(&[1.0, 3.0, 10.0, 20.0], 2, 2).unwrap();
+        assert_eq!(m, vec![2.0, 15.0]);
+        assert!(variant_means(&[1.0, 3.0, 10.0], 2, 2).is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! What the engine needs from a backend beyond scoring, and replay of a seed log.
+//!
+//! Replay runs exactly the state-changing calls of training, in the same order, without
+//! scoring: for each step `begin_step`, the in-place perturbation schedule (dense in-place
+//! only), then `update` unless the step was skipped. Since every update is a pure function
+//! of its record, the result equals the trained state bit for bit.
+
+use super::checkpoint::SkippedStep;
+use super::config::TrainConfig;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::perturb::{Dist, StepRecord, UpdateConfig};
+use crate::{Error, Result};
+
+/// A backend the training loop can drive.
+pub trait ZoBackend: Backend {
+    /// Start of step `step` (low-rank: merge and switch V at a period boundary).
+    fn begin_step(&mut self, step: u64, period_seed: Option<u64>);
+    /// The ZO update of one record.
+    fn update(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()>;
+    /// θ ← θ + scale·Z(seed) on the weights themselves (the in-place dense estimator).
+    fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()>;
+}
+
+impl ZoBackend for CpuBackend {
+    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+        CpuBackend::begin_step(self, step, period_seed)
+    }
+
+    fn update(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        CpuBackend::update(self, rec, cfg)
+    }
+
+    fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()> {
+        let (model, _) = self.parts_mut();
+        crate::perturb::dense::perturb_in_place(model, seed, scale, dist);
+        Ok(())
+    }
+}
+
+/// The three scales of MeZO's in-place schedule: +ε, −2ε, +ε. The restore is not exact in
+/// floating point, which is why replay repeats it rather than skipping it.
+pub fn in_place_scales(eps: f32) -> [f32; 3] {
+    [eps, -2.0 * eps, eps]
+}
+
+/// One step of a seed log.
+#[derive(Debug, Clone, Copy)]
+pub enum LogStep<'a> {
+    Applied(&'a StepRecord),
+    Skipped(&'a SkippedStep),
+}
+
+impl LogStep<'_> {
+    pub fn step(&self) -> u64 {
+        match self {
+            LogStep::Applied(r) => r.step,
+            LogStep::Skipped(s) => s.step,
+        }
+    }
+
+    fn period_seed(&self) -> Option<u64> {
+        match self {
+            LogStep::Applied(r) => r.period_seed,
+            LogStep::Skipped(s) => s.period_seed,
+        }
+    }
+
+    fn seeds(&self) -> &[u64] {
+        match self {
+            LogStep::Applied(r) => &r.seeds,
+            LogStep::Skipped(s) => &s.seeds,
+        }
+    }
+}
+
+/// The log's steps 0..`upto` in order; errors if any step is missing or listed twice.
+pub fn log_steps<'a>(
+    records: &'a [StepRecord],
+    skipped: &'a [SkippedStep],
+    upto: u64,
+) -> Result<Vec<LogStep<'a>>> {
+    let mut all: Vec<LogStep<'a>> = records
+        .iter()
+        .map(LogStep::Applied)
+        .chain(skipped.iter().map(LogStep::Skipped))
+        .collect();
+    all.sort_by_key(LogStep::step);
+    for (i, s) in all.iter().enumerate() {
+        if s.step() != i as u64 {
+            return Err(Error::Config(format!(
+                "seed log: expected step {i} but found step {} (steps must run 0, 1, 2, … with none missing or repeated)",
+                s.step()
+            )));
+        }
+    }
+    if (all.len() as u64) < upto {
+        return Err(Error::Config(format!(
+            "seed log: holds steps 0..{} but {upto} were asked for",
+            all.len()
+        )));
+    }
+    all.truncate(upto as usize);
+    Ok(all)
+}
+
+/// Rebuilds the state after the first `upto` steps of the log on a backend holding the base
+/// weights and a freshly built family.
+pub fn replay<B: ZoBackend + ?Sized>(
+    backend: &mut B,
+    cfg: &TrainConfig,
+    records: &[StepRecord],
+    skipped: &[SkippedStep],
+    upto: u64,
+) -> Result<()> {
+    let ucfg = cfg.update_config();
+    for s in log_steps(records, skipped, upto)? {
+        backend.begin_step(s.step(), s.period_seed());
+        if cfg.in_place() {
+            let scales = in_place_scales(cfg.eps);
+            for &seed in s.seeds() {
+                for scale in scales {
+                    backend.perturb_in_place(seed, scale, cfg.dist)?;
+                }
+            }
+        }
+        if let LogStep::Applied(r) = s {
+            backend.update(r, &ucfg)?;
+        }
+    }
+    Ok(())
+}
