@@ -81,4 +81,61 @@ impl Model {
     pub fn head(&self) -> &[f32] {
         self.lm_head.as_deref().unwrap_or(&self.embed)
     }
+
+    /// The Linear slots of a transformer layer of this architecture, in forward order.
+    pub fn layer_slots(&self) -> &'static [Slot] {
+        use Slot::*;
+        match self.layers.first().map(|l| &l.mlp) {
+            Some(Mlp::Plain { .. }) => &[Q, K, V, O, Fc1, Fc2],
+            _ => &[Q, K, V, O, Gate, Up, Down],
+        }
+    }
+
+    /// The Linear applied at `site`, if the model has one there.
+    pub fn linear_at(&self, site: Site) -> Option<&Linear> {
+        let Some(l) = site.layer else {
+            return match site.slot {
+                Slot::ProjectIn => self.project_in.as_ref(),
+                Slot::ProjectOut => self.project_out.as_ref(),
+                _ => None,
+            };
+        };
+        let layer = self.layers.get(l)?;
+        match (site.slot, &layer.mlp) {
+            (Slot::Q, _) => Some(&layer.q),
+            (Slot::K, _) => Some(&layer.k),
+            (Slot::V, _) => Some(&layer.v),
+            (Slot::O, _) => Some(&layer.o),
+            (Slot::Gate, Mlp::Gated { gate, .. }) => Some(gate),
+            (Slot::Up, Mlp::Gated { up, .. }) => Some(up),
+            (Slot::Down, Mlp::Gated { down, .. }) => Some(down),
+            (Slot::Fc1, Mlp::Plain { fc1, .. }) => Some(fc1),
+            (Slot::Fc2, Mlp::Plain { fc2, .. }) => Some(fc2),
+            _ => None,
+        }
+    }
+
+    /// Mutable [`Model::linear_at`].
+    pub fn linear_at_mut(&mut self, site: Site) -> Option<&mut Linear> {
+        let Some(l) = site.layer else {
+            return match site.slot {
+                Slot::ProjectIn => self.project_in.as_mut(),
+                Slot::ProjectOut => self.project_out.as_mut(),
+                _ => None,
+            };
+        };
+        let layer = self.layers.get_mut(l)?;
+        match (site.slot, &mut layer.mlp) {
+            (Slot::Q, _) => Some(&mut layer.q),
+            (Slot::K, _) => Some(&mut layer.k),
+            (Slot::V, _) => Some(&mut layer.v),
+            (Slot::O, _) => Some(&mut layer.o),
+            (Slot::Gate, Mlp::Gated { gate, .. }) => Some(gate),
+            (Slot::Up, Mlp::Gated { up, .. }) => Some(up),
+            (Slot::Down, Mlp::Gated { down, .. }) => Some(down),
+            (Slot::Fc1, Mlp::Plain { fc1, .. }) => Some(fc1),
+            (Slot::Fc2, Mlp::Plain { fc2, .. }) => Some(fc2),
+            _ => None,
+        }
+    }
 }

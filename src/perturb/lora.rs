@@ -30,8 +30,8 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::lowrank::{
-    check_record, complement, distinct_seeds, gemm_acc, layer_slots, linear_at, linear_at_mut,
-    merge_factors, shrink_ranges, site_name, Mat,
+    check_record, complement, distinct_seeds, gemm_acc, merge_factors, shrink_ranges, site_name,
+    Mat,
 };
 use super::{role, Dist, Family, FamilyConfig, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::model::{Arch, Linear, Model, Param, Site, Slot};
@@ -88,7 +88,7 @@ impl Lora {
         if !alpha.is_finite() {
             return Err(Error::Config(format!("lora: alpha {alpha} is not finite")));
         }
-        let allowed = layer_slots(model);
+        let allowed = model.layer_slots();
         for (n, t) in targets.iter().enumerate() {
             if !allowed.contains(t) {
                 let names: Vec<&str> = allowed.iter().map(|s| s.name()).collect();
@@ -116,7 +116,7 @@ impl Lora {
             .collect();
         let mut adapters = Vec::with_capacity(sites.len());
         for &site in &sites {
-            let l = linear_at(model, site).ok_or_else(|| {
+            let l = model.linear_at(site).ok_or_else(|| {
                 Error::Config(format!("lora: the model has no {}", site_name(site)))
             })?;
             let max = l.out_dim.min(l.in_dim);
@@ -340,7 +340,7 @@ impl Family for Lora {
         let mut m = model.clone();
         let r = self.rank;
         for (&site, ad) in self.sites.iter().zip(&self.adapters) {
-            let l = linear_at_mut(&mut m, site).ok_or_else(|| {
+            let l = m.linear_at_mut(site).ok_or_else(|| {
                 Error::Config(format!("lora: the model has no {}", site_name(site)))
             })?;
             if (l.out_dim, l.in_dim) != (ad.out_dim, ad.in_dim) {

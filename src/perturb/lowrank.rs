@@ -51,7 +51,7 @@ use rayon::prelude::*;
 use super::{
     role, Dist, Family, FamilyConfig, LowRankScale, Perturbation, Segment, StepRecord, UpdateConfig,
 };
-use crate::model::{Linear, Mlp, Model, Param, Site, Slot};
+use crate::model::{Linear, Model, Param, Site};
 use crate::{Error, Result};
 
 /// LoZO / LoZO-M on every block Linear.
@@ -118,7 +118,9 @@ impl LowRank {
         let sites = block_sites(model);
         let mut lin = Vec::with_capacity(sites.len());
         for &site in &sites {
-            let l = linear_at(model, site).expect("block_sites lists existing Linears");
+            let l = model
+                .linear_at(site)
+                .expect("block_sites lists existing Linears");
             let max = l.out_dim.min(l.in_dim);
             if rank == 0 || rank > max {
                 return Err(Error::Config(format!(
@@ -188,7 +190,9 @@ impl LowRank {
     /// Folds `s·bank·Vᵀ` of every Linear into `model` (the documented merge order).
     fn merge_into(&self, model: &mut Model) {
         for (&site, st) in self.sites.iter().zip(&self.lin) {
-            let l = linear_at_mut(model, site).expect("the family was built for this model");
+            let l = model
+                .linear_at_mut(site)
+                .expect("the family was built for this model");
             assert_eq!(
                 (l.out_dim, l.in_dim),
                 (st.out_dim, st.in_dim),
@@ -404,7 +408,7 @@ impl Family for LowRank {
     fn merged(&self, model: &Model) -> Result<Model> {
         let mut m = model.clone();
         for (&site, st) in self.sites.iter().zip(&self.lin) {
-            let l = linear_at(&m, site).ok_or_else(|| {
+            let l = m.linear_at(site).ok_or_else(|| {
                 Error::Config(format!("lowrank: the model has no {}", site_name(site)))
             })?;
             if (l.out_dim, l.in_dim) != (st.out_dim, st.in_dim) {
@@ -607,27 +611,11 @@ pub(crate) fn distinct_seeds(segs: &[Segment]) -> Vec<u64> {
     seeds
 }
 
-/// The Linear slots of a transformer layer, in forward order.
-pub(crate) fn layer_slots(model: &Model) -> &'static [Slot] {
-    match model.layers.first().map(|l| &l.mlp) {
-        Some(Mlp::Plain { .. }) => &[Slot::Q, Slot::K, Slot::V, Slot::O, Slot::Fc1, Slot::Fc2],
-        _ => &[
-            Slot::Q,
-            Slot::K,
-            Slot::V,
-            Slot::O,
-            Slot::Gate,
-            Slot::Up,
-            Slot::Down,
-        ],
-    }
-}
-
 /// Every Linear of the transformer layers, layer-major in forward order.
 pub(crate) fn block_sites(model: &Model) -> Vec<Site> {
     (0..model.layers.len())
-        .flat_map(|l| layer_slots(model).iter().map(move |&s| Site::layer(l, s)))
-        .filter(|&s| linear_at(model, s).is_some())
+        .flat_map(|l| model.layer_slots().iter().map(move |&s| Site::layer(l, s)))
+        .filter(|&s| model.linear_at(s).is_some())
         .collect()
 }
 
@@ -636,53 +624,5 @@ pub(crate) fn site_name(site: Site) -> String {
     match site.layer {
         Some(l) => format!("layers.{l}.{}", site.slot.name()),
         None => site.slot.name().to_string(),
-    }
-}
-
-/// The Linear applied at `site`, if the model has one there.
-pub(crate) fn linear_at(model: &Model, site: Site) -> Option<&Linear> {
-    let Some(l) = site.layer else {
-        return match site.slot {
-            Slot::ProjectIn => model.project_in.as_ref(),
-            Slot::ProjectOut => model.project_out.as_ref(),
-            _ => None,
-        };
-    };
-    let layer = model.layers.get(l)?;
-    match (site.slot, &layer.mlp) {
-        (Slot::Q, _) => Some(&layer.q),
-        (Slot::K, _) => Some(&layer.k),
-        (Slot::V, _) => Some(&layer.v),
-        (Slot::O, _) => Some(&layer.o),
-        (Slot::Gate, Mlp::Gated { gate, .. }) => Some(gate),
-        (Slot::Up, Mlp::Gated { up, .. }) => Some(up),
-        (Slot::Down, Mlp::Gated { down, .. }) => Some(down),
-        (Slot::Fc1, Mlp::Plain { fc1, .. }) => Some(fc1),
-        (Slot::Fc2, Mlp::Plain { fc2, .. }) => Some(fc2),
-        _ => None,
-    }
-}
-
-/// Mutable [`linear_at`].
-pub(crate) fn linear_at_mut(model: &mut Model, site: Site) -> Option<&mut Linear> {
-    let Some(l) = site.layer else {
-        return match site.slot {
-            Slot::ProjectIn => model.project_in.as_mut(),
-            Slot::ProjectOut => model.project_out.as_mut(),
-            _ => None,
-        };
-    };
-    let layer = model.layers.get_mut(l)?;
-    match (site.slot, &mut layer.mlp) {
-        (Slot::Q, _) => Some(&mut layer.q),
-        (Slot::K, _) => Some(&mut layer.k),
-        (Slot::V, _) => Some(&mut layer.v),
-        (Slot::O, _) => Some(&mut layer.o),
-        (Slot::Gate, Mlp::Gated { gate, .. }) => Some(gate),
-        (Slot::Up, Mlp::Gated { up, .. }) => Some(up),
-        (Slot::Down, Mlp::Gated { down, .. }) => Some(down),
-        (Slot::Fc1, Mlp::Plain { fc1, .. }) => Some(fc1),
-        (Slot::Fc2, Mlp::Plain { fc2, .. }) => Some(fc2),
-        _ => None,
     }
 }
