@@ -235,12 +235,17 @@ fn export_replays_the_log_and_writes_merged_weights_and_a_peft_adapter() {
     assert_eq!(r.after, 5);
     let got = zo::model::load::load_model(&exp).unwrap();
     assert_eq!(bits(&got), bits(&want));
+    // The merged folder must not look like an adapter folder to HF loaders.
+    assert!(!exp.join("adapter_config.json").exists());
+    let adapter_dir = exp.join(zo::zo::export::ADAPTER_DIR);
     let adapter =
-        zo::io::safetensors::TensorStore::open(exp.join("adapter_model.safetensors")).unwrap();
-    assert!(!adapter.names().is_empty());
-    let ac: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(exp.join("adapter_config.json")).unwrap())
+        zo::io::safetensors::TensorStore::open(adapter_dir.join("adapter_model.safetensors"))
             .unwrap();
+    assert!(!adapter.names().is_empty());
+    let ac: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(ac["r"], 2);
 
     // Other base weights: refused, naming both hashes.

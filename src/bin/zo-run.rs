@@ -38,7 +38,7 @@ enum Cmd {
     /// Zeroth-order fine-tuning (MeZO/LoZO families) with seed-log checkpoints.
     Train(Box<TrainArgs>),
     /// Replay a seed-log checkpoint onto its base model and write merged HF weights (and a
-    /// PEFT adapter for lora).
+    /// PEFT adapter for lora, in OUT_DIR/adapter/).
     Export {
         /// The checkpoint (seed log) to replay.
         checkpoint: PathBuf,

@@ -10,6 +10,9 @@ use crate::model::save::{save_hf, write_safetensors};
 use crate::perturb::lora::Lora;
 use crate::{Error, Result};
 
+/// Sub-folder of an export that holds the PEFT adapter (lora family).
+pub const ADAPTER_DIR: &str = "adapter";
+
 /// Which state of the log to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportState {
@@ -71,16 +74,22 @@ pub fn export(
 
     let any: &dyn std::any::Any = family.as_ref();
     if let Some(lora) = any.downcast_ref::<Lora>() {
+        // The adapter gets its own folder: HF loaders treat any folder holding
+        // adapter_config.json as an adapter over its base model and would ignore the merged
+        // weights next to it.
+        let adapter_dir = out_dir.join(ADAPTER_DIR);
+        std::fs::create_dir_all(&adapter_dir).map_err(|e| Error::io(&adapter_dir, e))?;
         let tensors = lora.peft_tensors();
         let named: Vec<(String, Vec<usize>, &[f32])> = tensors
             .iter()
             .map(|(n, s, v)| (n.clone(), s.clone(), &v[..]))
             .collect();
-        let st = out_dir.join("adapter_model.safetensors");
+        let st = adapter_dir.join("adapter_model.safetensors");
         write_safetensors(&st, &named, ImportDtype::F32)?;
         files.push(st);
-        let cfg = lora.peft_config_json(&model_dir.display().to_string());
-        let path = out_dir.join("adapter_config.json");
+        let base = std::fs::canonicalize(&model_dir).unwrap_or_else(|_| model_dir.clone());
+        let cfg = lora.peft_config_json(&base.display().to_string());
+        let path = adapter_dir.join("adapter_config.json");
         let json = serde_json::to_vec_pretty(&cfg).expect("JSON values serialize");
         super::checkpoint::write_atomic(&path, &json)?;
         files.push(path);
