@@ -191,7 +191,9 @@ pub fn train<B: ZoBackend>(
             accuracy: acc,
             loss,
         };
-        if log.best.as_ref().is_none_or(|b| acc > b.accuracy) {
+        // Accuracy on a small dev set ties often; the lower dev loss breaks the tie.
+        let better = |b: &DevPoint| acc > b.accuracy || (acc == b.accuracy && loss < b.loss);
+        if log.best.as_ref().is_none_or(better) {
             log.best = Some(p.clone());
         }
         log.evals.push(p);
@@ -320,6 +322,8 @@ pub struct TrainSummary {
     pub skipped: usize,
     pub dev_accuracy_before: Option<f64>,
     pub dev_accuracy_last: Option<f64>,
+    pub dev_loss_before: Option<f64>,
+    pub dev_loss_last: Option<f64>,
     pub best: Option<DevPoint>,
     pub test_accuracy: Option<f64>,
     pub checkpoint: String,
@@ -440,16 +444,16 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     let make = || cpu_backend(&base, cfg);
     let outcome = train(&make, &data, cfg, &base_hash, log, &opts)?;
     let log = &outcome.log;
+    let before = log.evals.first().filter(|e| e.after == 0);
+    let last = log.evals.last();
     Ok(TrainSummary {
         steps: log.completed,
         applied: log.records.len(),
         skipped: log.skipped.len(),
-        dev_accuracy_before: log
-            .evals
-            .first()
-            .filter(|e| e.after == 0)
-            .map(|e| e.accuracy),
-        dev_accuracy_last: log.evals.last().map(|e| e.accuracy),
+        dev_accuracy_before: before.map(|e| e.accuracy),
+        dev_accuracy_last: last.map(|e| e.accuracy),
+        dev_loss_before: before.map(|e| e.loss),
+        dev_loss_last: last.map(|e| e.loss),
         best: log.best.clone(),
         test_accuracy: outcome.test_accuracy,
         checkpoint: checkpoint.display().to_string(),

@@ -183,6 +183,32 @@ fn best_dev_state_is_recovered_by_replay() {
 }
 
 #[test]
+fn dev_accuracy_ties_are_broken_by_the_lower_dev_loss() {
+    let base = tiny_model();
+    // Two dev examples: accuracy takes three values over seven evaluations, so it ties.
+    let data = parity_data(16, 2, 2);
+    let cfg = TrainConfig {
+        eval_every: 1,
+        ..config(lora(), 6, 3e-1, 1e-2)
+    };
+    let out = run(&base, &data, &cfg, None, &RunOptions::default());
+    let best = out.log.best.clone().unwrap();
+    let max = out.log.evals.iter().map(|e| e.accuracy).fold(0.0, f64::max);
+    let at_max: Vec<_> = out.log.evals.iter().filter(|e| e.accuracy == max).collect();
+    assert!(
+        at_max.len() > 1,
+        "no tie at the best accuracy: {:?}",
+        out.log.evals
+    );
+    let min_loss = at_max.iter().map(|e| e.loss).fold(f64::INFINITY, f64::min);
+    assert!(
+        at_max[0].loss > min_loss,
+        "the first tied evaluation already has the lowest loss"
+    );
+    assert_eq!((best.accuracy, best.loss), (max, min_loss));
+}
+
+#[test]
 fn training_lowers_the_loss_on_a_synthetic_task() {
     let base = tiny_model();
     let data = parity_data(64, 32, 32);

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
     about = "Zeroth-order fine-tuning of LLMs as an inference workload",
     after_help = "Without a command, zo-run runs the built-in default: the default model \
                   (assets/smollm2-135m) on the default task (assets/data/sentiment), dev \
-                  accuracy before and after a short LoZO run, outputs in runs/default/. \
+                  accuracy and loss before and after a short LoZO run, outputs in runs/default/. \
                   tools/fetch-assets provides the assets."
 )]
 struct Cli {
@@ -290,16 +290,17 @@ fn default_run() -> zo::Result<()> {
     };
     print_effective(&cfg, &run);
     let s = zo::train::run_on_disk(&cfg, &run)?;
-    let acc = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.4}"));
+    let f = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.4}"));
+    // The loss shows what a short run at the paper's small learning rate does even when the
+    // accuracy of a small dev subset does not move.
     println!(
-        "dev accuracy before: {} ({} dev examples)",
-        acc(s.dev_accuracy_before),
-        64
-    );
-    println!(
-        "dev accuracy after {} lozo steps: {}",
+        "after {} lozo steps: dev accuracy {} -> {}, dev loss {} -> {} ({} dev examples)",
         s.steps,
-        acc(s.dev_accuracy_last)
+        f(s.dev_accuracy_before),
+        f(s.dev_accuracy_last),
+        f(s.dev_loss_before),
+        f(s.dev_loss_last),
+        cfg.dev_limit.unwrap_or_default()
     );
     println!("outputs in {}", run.out.display());
     println!(
