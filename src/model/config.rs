@@ -401,12 +401,9 @@ mod tests {
         }
     }
 
-    /// A minimal Llama config with one field replaced or removed (`None`).
-    fn llama_with(field: &str, value: Option<Value>) -> String {
-        let mut v: Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/load/configs/smollm2-135m.json"
-        ))
-        .unwrap();
+    /// `json` with one field replaced or removed (`None`).
+    fn with_field(json: &str, field: &str, value: Option<Value>) -> String {
+        let mut v: Value = serde_json::from_str(json).unwrap();
         let obj = v.as_object_mut().unwrap();
         match value {
             Some(x) => obj.insert(field.to_string(), x),
@@ -415,17 +412,15 @@ mod tests {
         v.to_string()
     }
 
+    /// A minimal Llama config with one field replaced or removed (`None`).
+    fn llama_with(field: &str, value: Option<Value>) -> String {
+        let json = include_str!("../../tests/fixtures/load/configs/smollm2-135m.json");
+        with_field(json, field, value)
+    }
+
     fn opt_with(field: &str, value: Option<Value>) -> String {
-        let mut v: Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/load/configs/opt-125m.json"
-        ))
-        .unwrap();
-        let obj = v.as_object_mut().unwrap();
-        match value {
-            Some(x) => obj.insert(field.to_string(), x),
-            None => obj.remove(field),
-        };
-        v.to_string()
+        let json = include_str!("../../tests/fixtures/load/configs/opt-125m.json");
+        with_field(json, field, value)
     }
 
     #[test]
