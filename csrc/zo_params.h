@@ -1,8 +1,9 @@
 /* Kernel parameter structs shared by the CUDA kernels and the Rust host code.
  *
- * Plain C with fixed-width fields only: build.rs runs bindgen over this header, so the Rust
- * side gets #[repr(C)] twins with identical layout. Each kernel family takes one struct by
- * value as its first argument; device pointers are passed as separate arguments. */
+ * Plain C with fixed-width fields only: build.rs runs bindgen over this header (and the
+ * per-family headers it includes), so the Rust side gets #[repr(C)] twins with identical
+ * layout. Each kernel family takes one struct by value as its first argument; device pointers
+ * are passed as separate arguments. One header per op family lives in params/. */
 #ifndef ZO_PARAMS_H
 #define ZO_PARAMS_H
 
@@ -17,6 +18,22 @@ typedef struct ZoRngStream {
     uint32_t role;
 } ZoRngStream;
 
+/* Distribution of a random direction (mirrors zo::perturb::Dist). */
+#define ZO_DIST_GAUSSIAN 0u
+#define ZO_DIST_RADEMACHER 1u
+
+/* Rows [row_start, row_end) of a packed buffer that run under one perturbed variant: direction
+ * seed and scale = sign * eps. Mirrors zo::perturb::Segment; segments are sorted by row_start
+ * and do not overlap. Rows outside every segment run the unperturbed model. */
+typedef struct ZoSegment {
+    uint32_t row_start;
+    uint32_t row_end;
+    uint32_t seed_lo;
+    uint32_t seed_hi;
+    float scale;
+    uint32_t reserved;
+} ZoSegment;
+
 /* What zo_rng_draw_f32 writes per element. */
 #define ZO_RNG_GAUSSIAN 0u
 #define ZO_RNG_RADEMACHER 1u
@@ -30,5 +47,11 @@ typedef struct ZoRngDrawParams {
     uint32_t kind; /* ZO_RNG_*; ignored by zo_rng_draw_u32 */
     uint32_t reserved;
 } ZoRngDrawParams;
+
+#include "params/adapter.h"
+#include "params/update.h"
+#include "params/attention.h"
+#include "params/ops.h"
+#include "params/loss.h"
 
 #endif /* ZO_PARAMS_H */

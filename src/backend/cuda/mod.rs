@@ -6,8 +6,10 @@
 //! back as [`crate::Error::Cuda`], never as a panic.
 
 mod device;
+mod dtype;
 #[cfg(zo_kernels)]
 mod params;
 mod rng;
 
 pub use device::{kernels_built, CudaDevice};
+pub use dtype::DType;

@@ -3,8 +3,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/params.rs"));
 
-// SAFETY: plain #[repr(C)] structs of integers, passed to kernels by value.
+// SAFETY: plain #[repr(C)] structs of integers and floats, passed to kernels by value.
 unsafe impl cudarc::driver::DeviceRepr for ZoRngDrawParams {}
+unsafe impl cudarc::driver::DeviceRepr for ZoSegment {}
 
 impl From<crate::rng::Stream> for ZoRngStream {
     fn from(s: crate::rng::Stream) -> Self {
@@ -13,6 +14,19 @@ impl From<crate::rng::Stream> for ZoRngStream {
             seed_hi: (s.seed >> 32) as u32,
             tensor: s.tensor,
             role: s.role,
+        }
+    }
+}
+
+impl From<&crate::perturb::Segment> for ZoSegment {
+    fn from(s: &crate::perturb::Segment) -> Self {
+        ZoSegment {
+            row_start: s.rows.start as u32,
+            row_end: s.rows.end as u32,
+            seed_lo: s.seed as u32,
+            seed_hi: (s.seed >> 32) as u32,
+            scale: s.scale,
+            reserved: 0,
         }
     }
 }
