@@ -53,5 +53,6 @@ typedef struct ZoRngDrawParams {
 #include "params/attention.h"
 #include "params/ops.h"
 #include "params/loss.h"
+#include "params/init.h"
 
 #endif /* ZO_PARAMS_H */

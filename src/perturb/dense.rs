@@ -74,6 +74,7 @@ impl Dense {
 
 /// One parameter tensor to update: its RNG id, its elements, whether weight decay applies.
 pub(crate) struct Tensor<'a> {
+    pub param: Param,
     pub tensor_id: u32,
     pub data: &'a mut [f32],
     pub decay: bool,
@@ -142,6 +143,7 @@ pub(crate) fn model_tensors(model: &mut Model) -> Vec<Tensor<'_>> {
 
 fn tensor(p: Param, data: &mut [f32], decay: bool) -> Tensor<'_> {
     Tensor {
+        param: p,
         tensor_id: p.tensor_id(),
         data,
         decay,

@@ -180,6 +180,7 @@ impl Family for Prefix {
         for (li, (k, v)) in self.keys.iter_mut().zip(&mut self.values).enumerate() {
             for (p, data) in [(Param::PrefixKey(li), k), (Param::PrefixValue(li), v)] {
                 tensors.push(Tensor {
+                    param: p,
                     tensor_id: p.tensor_id(),
                     data,
                     decay: true,

@@ -5,11 +5,15 @@
 //! name. Everything that can be missing at run time (kernels, the driver library, a GPU) comes
 //! back as [`crate::Error::Cuda`], never as a panic.
 
+mod buffer;
 mod device;
 mod dtype;
+mod gemm;
 #[cfg(zo_kernels)]
 mod params;
 mod rng;
 
 pub use device::{kernels_built, CudaDevice};
+pub use buffer::{DBuf, Init};
 pub use dtype::DType;
+pub use gemm::{Gemm, GemmShape};
