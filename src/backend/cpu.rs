@@ -20,6 +20,11 @@ use crate::perturb::{segments, Family, Perturbation, Segment, StepRecord, Update
 use crate::plan::{classification_scores, Plan};
 use crate::{Error, Result};
 
+/// Checks every tensor of `m` against its config (the GPU upload reuses this).
+pub(crate) fn check_shapes(m: &Model) -> Result<()> {
+    validate::model_shapes(m)
+}
+
 /// Logits are formed this many rows at a time, bounding memory to rows × vocab floats.
 const LOGIT_ROWS: usize = 64;
 

@@ -9,6 +9,7 @@ mod buffer;
 mod device;
 mod dtype;
 mod gemm;
+mod weights;
 #[cfg(zo_kernels)]
 mod params;
 mod rng;
@@ -17,3 +18,4 @@ pub use device::{kernels_built, CudaDevice};
 pub use buffer::{DBuf, Init};
 pub use dtype::DType;
 pub use gemm::{Gemm, GemmShape};
+pub use weights::{AugSpec, DeviceModel, GroupLinear, Source};

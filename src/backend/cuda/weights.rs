@@ -1,0 +1,446 @@
+//! The model's weights on the GPU, laid out for the forward pass.
+//!
+//! - q/k/v are one weight `[q_dim + 2·kv_dim][ld]` (one GEMM), gate/up one `[2·inter][ld]`.
+//! - A Linear whose family carries a rank-r adapter (lowrank, lora) owns a block of
+//!   `(q+1)·r` extra columns past K in the weight of its GEMM; the matching columns of the
+//!   GEMM input are written by the shrink kernel, so `y = x'·W'ᵀ` adds the trained state and
+//!   every direction's perturbation inside the tensor-core GEMM (DESIGN §4). The row stride
+//!   `ld` = round_up(K + blocks·(q+1)·r, 8) keeps 16-byte alignment for cuBLASLt.
+//! - Weights and norm parameters are in the storage dtype; biases stay fp32 (the GEMM
+//!   epilogue adds them in fp32).
+
+use super::buffer::{DBuf, Init};
+use super::device::CudaDevice;
+use super::DType;
+use crate::model::random::SYNTHETIC_ROLE;
+use crate::model::{Arch, Linear, Model, ModelConfig, Norm, NormKind, NormSite, Param, Site, Slot};
+use crate::{Error, Result};
+
+/// Extra columns per adapter site: `(dirs + 1)·rank` (the trained-state block, then one block
+/// per direction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AugSpec {
+    pub rank: usize,
+    pub dirs: usize,
+}
+
+impl AugSpec {
+    pub fn block(&self) -> usize {
+        if self.rank == 0 {
+            0
+        } else {
+            (self.dirs + 1) * self.rank
+        }
+    }
+}
+
+/// Where the weights come from.
+pub enum Source<'a> {
+    Host(&'a Model),
+    /// [`Model::synthetic`] made in place on the device.
+    Synthetic { seed: u64, std: f32 },
+}
+
+/// One GEMM: the stacked Linears of `sites`, input width `k`, row stride `ld`.
+pub struct GroupLinear {
+    pub sites: Vec<Site>,
+    pub outs: Vec<usize>,
+    /// Positions in `sites` of the sites that own an adapter column block, in block order.
+    pub adapters: Vec<usize>,
+    pub out: usize,
+    pub k: usize,
+    pub ld: usize,
+    pub aug: AugSpec,
+    /// `[out][ld]`, storage dtype.
+    pub w: DBuf,
+    /// `[out]` fp32 (zeros for sites without a bias), when any site has one.
+    pub bias: Option<DBuf>,
+}
+
+impl GroupLinear {
+    /// First row of site `g` (position in `sites`).
+    pub fn row_offset(&self, g: usize) -> usize {
+        self.outs[..g].iter().sum()
+    }
+
+    /// First column of adapter block `a`.
+    pub fn block_col(&self, a: usize) -> usize {
+        self.k + a * self.aug.block()
+    }
+
+    pub fn position(&self, site: Site) -> Option<usize> {
+        self.sites.iter().position(|&s| s == site)
+    }
+}
+
+pub struct DNorm {
+    pub w: Option<DBuf>,
+    pub b: Option<DBuf>,
+    pub eps: f32,
+    pub kind: NormKind,
+    pub width: usize,
+}
+
+pub enum DMlp {
+    Gated {
+        gate_up: GroupLinear,
+        down: GroupLinear,
+        inter: usize,
+    },
+    Plain {
+        fc1: GroupLinear,
+        fc2: GroupLinear,
+    },
+}
+
+pub struct DLayer {
+    pub attn_norm: DNorm,
+    pub qkv: GroupLinear,
+    pub o: GroupLinear,
+    pub mlp_norm: DNorm,
+    pub mlp: DMlp,
+}
+
+pub struct DeviceModel {
+    pub config: ModelConfig,
+    pub dtype: DType,
+    /// `[vocab][embed_dim]`.
+    pub embed: DBuf,
+    /// OPT: `[max_pos + 2][hidden]`.
+    pub pos: Option<DBuf>,
+    pub project_in: Option<GroupLinear>,
+    pub project_out: Option<GroupLinear>,
+    pub layers: Vec<DLayer>,
+    pub final_norm: Option<DNorm>,
+    /// Untied head `[vocab][embed_dim]`; None: the embedding.
+    pub head: Option<DBuf>,
+}
+
+impl DeviceModel {
+    pub fn head(&self) -> &DBuf {
+        self.head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Every GEMM of the model with the layer it belongs to.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupLinear> {
+        let layers = self.layers.iter().flat_map(|l| {
+            let mlp: [&GroupLinear; 2] = match &l.mlp {
+                DMlp::Gated { gate_up, down, .. } => [gate_up, down],
+                DMlp::Plain { fc1, fc2 } => [fc1, fc2],
+            };
+            [&l.qkv, &l.o].into_iter().chain(mlp)
+        });
+        self.project_in
+            .iter()
+            .chain(self.project_out.iter())
+            .chain(layers)
+    }
+
+    pub fn groups_mut(&mut self) -> Vec<&mut GroupLinear> {
+        let mut out: Vec<&mut GroupLinear> = Vec::new();
+        if let Some(p) = self.project_in.as_mut() {
+            out.push(p);
+        }
+        if let Some(p) = self.project_out.as_mut() {
+            out.push(p);
+        }
+        for l in &mut self.layers {
+            out.push(&mut l.qkv);
+            out.push(&mut l.o);
+            match &mut l.mlp {
+                DMlp::Gated { gate_up, down, .. } => {
+                    out.push(gate_up);
+                    out.push(down);
+                }
+                DMlp::Plain { fc1, fc2 } => {
+                    out.push(fc1);
+                    out.push(fc2);
+                }
+            }
+        }
+        out
+    }
+
+    /// The GEMM holding `site` and the site's position in it.
+    pub fn group_of(&self, site: Site) -> Option<(&GroupLinear, usize)> {
+        self.groups()
+            .find_map(|g| g.position(site).map(|p| (g, p)))
+    }
+
+    /// Device bytes of all weights.
+    pub fn bytes(&self) -> usize {
+        let norms = |n: &DNorm| {
+            n.w.as_ref().map_or(0, DBuf::bytes) + n.b.as_ref().map_or(0, DBuf::bytes)
+        };
+        let mut total = self.embed.bytes()
+            + self.pos.as_ref().map_or(0, DBuf::bytes)
+            + self.head.as_ref().map_or(0, DBuf::bytes)
+            + self.final_norm.as_ref().map_or(0, norms);
+        for g in self.groups() {
+            total += g.w.bytes() + g.bias.as_ref().map_or(0, DBuf::bytes);
+        }
+        for l in &self.layers {
+            total += norms(&l.attn_norm) + norms(&l.mlp_norm);
+        }
+        total
+    }
+
+    /// Uploads (or synthesises) the weights. `adapter(site)` says whether the family carries a
+    /// rank-`aug.rank` adapter at `site`.
+    pub fn build(
+        dev: &CudaDevice,
+        config: &ModelConfig,
+        dtype: DType,
+        source: Source<'_>,
+        aug: AugSpec,
+        adapter: &dyn Fn(Site) -> bool,
+    ) -> Result<DeviceModel> {
+        let c = config;
+        if let Source::Host(m) = &source {
+            crate::backend::cpu::check_shapes(m)?;
+        }
+        let b = Builder {
+            dev,
+            dtype,
+            source: &source,
+            aug,
+            adapter,
+        };
+        let e = c.embed_dim;
+        let embed = b.tensor(Param::Embed, c.vocab_size, e, |m| Some(&m.embed))?;
+        let pos = if c.arch == Arch::Opt {
+            let rows = c.max_position_embeddings + 2;
+            Some(b.tensor(Param::PosEmbed, rows, c.hidden_size, |m| m.pos_embed.as_ref())?)
+        } else {
+            None
+        };
+        let opt_proj = c.arch == Arch::Opt && c.embed_dim != c.hidden_size;
+        let project_in = if opt_proj {
+            Some(b.group(&[Site::model(Slot::ProjectIn)], e, &[c.hidden_size])?)
+        } else {
+            None
+        };
+        let project_out = if opt_proj {
+            Some(b.group(&[Site::model(Slot::ProjectOut)], c.hidden_size, &[e])?)
+        } else {
+            None
+        };
+        let h = c.hidden_size;
+        let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for li in 0..c.num_layers {
+            let s = |slot| Site::layer(li, slot);
+            let qkv = b.group(&[s(Slot::Q), s(Slot::K), s(Slot::V)], h, &[qd, kvd, kvd])?;
+            let o = b.group(&[s(Slot::O)], qd, &[h])?;
+            let mlp = match c.arch {
+                Arch::Llama => DMlp::Gated {
+                    gate_up: b.group(
+                        &[s(Slot::Gate), s(Slot::Up)],
+                        h,
+                        &[c.intermediate_size, c.intermediate_size],
+                    )?,
+                    down: b.group(&[s(Slot::Down)], c.intermediate_size, &[h])?,
+                    inter: c.intermediate_size,
+                },
+                Arch::Opt => DMlp::Plain {
+                    fc1: b.group(&[s(Slot::Fc1)], h, &[c.intermediate_size])?,
+                    fc2: b.group(&[s(Slot::Fc2)], c.intermediate_size, &[h])?,
+                },
+            };
+            layers.push(DLayer {
+                attn_norm: b.norm(NormSite::Attn(li), h, c)?,
+                qkv,
+                o,
+                mlp_norm: b.norm(NormSite::Mlp(li), h, c)?,
+                mlp,
+            });
+        }
+        let has_final = match c.arch {
+            Arch::Llama => true,
+            Arch::Opt => c.final_norm,
+        };
+        let final_norm = if has_final {
+            Some(b.norm(NormSite::Final, h, c)?)
+        } else {
+            None
+        };
+        let head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(b.tensor(Param::Head, c.vocab_size, e, |m| m.lm_head.as_ref())?)
+        };
+        Ok(DeviceModel {
+            config: c.clone(),
+            dtype,
+            embed,
+            pos,
+            project_in,
+            project_out,
+            layers,
+            final_norm,
+            head,
+        })
+    }
+}
+
+struct Builder<'a> {
+    dev: &'a CudaDevice,
+    dtype: DType,
+    source: &'a Source<'a>,
+    aug: AugSpec,
+    adapter: &'a dyn Fn(Site) -> bool,
+}
+
+impl Builder<'_> {
+    fn normal(&self, seed: u64, tensor: u32, std: f32) -> Init {
+        Init::Normal {
+            seed,
+            tensor,
+            role: SYNTHETIC_ROLE,
+            std,
+        }
+    }
+
+    /// A plain `[rows][cols]` weight tensor.
+    fn tensor(
+        &self,
+        p: Param,
+        rows: usize,
+        cols: usize,
+        host: impl Fn(&Model) -> Option<&Vec<f32>>,
+    ) -> Result<DBuf> {
+        match self.source {
+            Source::Host(m) => {
+                let data = host(m).ok_or_else(|| {
+                    Error::Config(format!("the model has no {p:?} tensor but its config needs one"))
+                })?;
+                DBuf::from_f32(self.dev, self.dtype, data)
+            }
+            Source::Synthetic { seed, std } => {
+                let buf = DBuf::zeros(self.dev, self.dtype, rows * cols)?;
+                self.dev
+                    .init(&buf, 0, rows, cols, cols, self.normal(*seed, p.tensor_id(), *std))?;
+                Ok(buf)
+            }
+        }
+    }
+
+    fn group(&self, sites: &[Site], k: usize, outs: &[usize]) -> Result<GroupLinear> {
+        let adapters: Vec<usize> = (0..sites.len())
+            .filter(|&g| (self.adapter)(sites[g]))
+            .collect();
+        let extra = adapters.len() * self.aug.block();
+        let ld = (k + extra).next_multiple_of(8);
+        let out: usize = outs.iter().sum();
+        let (w, bias) = match self.source {
+            Source::Host(m) => {
+                let mut host = vec![0.0f32; out * ld];
+                let mut bias = vec![0.0f32; out];
+                let mut any_bias = false;
+                let mut row = 0;
+                for (&site, &o) in sites.iter().zip(outs) {
+                    let lin: &Linear = m.linear_at(site).ok_or_else(|| {
+                        Error::Config(format!("the model has no Linear at {site:?}"))
+                    })?;
+                    if (lin.out_dim, lin.in_dim) != (o, k) {
+                        return Err(Error::tensor(
+                            format!("{site:?}"),
+                            format!(
+                                "weight is {}x{} but the config implies {o}x{k}",
+                                lin.out_dim, lin.in_dim
+                            ),
+                        ));
+                    }
+                    for i in 0..o {
+                        host[(row + i) * ld..][..k].copy_from_slice(&lin.w[i * k..][..k]);
+                    }
+                    if let Some(b) = &lin.b {
+                        bias[row..row + o].copy_from_slice(b);
+                        any_bias = true;
+                    }
+                    row += o;
+                }
+                let w = DBuf::from_f32(self.dev, self.dtype, &host)?;
+                let bias = if any_bias {
+                    Some(DBuf::from_f32(self.dev, DType::F32, &bias)?)
+                } else {
+                    None
+                };
+                (w, bias)
+            }
+            Source::Synthetic { seed, std } => {
+                let w = DBuf::zeros(self.dev, self.dtype, out * ld)?;
+                let mut row = 0;
+                for (&site, &o) in sites.iter().zip(outs) {
+                    let init = self.normal(*seed, Param::Weight(site).tensor_id(), *std);
+                    self.dev.init(&w, row * ld, o, k, ld, init)?;
+                    row += o;
+                }
+                // Synthetic biases are zero (the host twin's too), so none is added.
+                (w, None)
+            }
+        };
+        Ok(GroupLinear {
+            sites: sites.to_vec(),
+            outs: outs.to_vec(),
+            adapters,
+            out,
+            k,
+            ld,
+            aug: self.aug,
+            w,
+            bias,
+        })
+    }
+
+    fn norm(&self, site: NormSite, width: usize, c: &ModelConfig) -> Result<DNorm> {
+        let kind = match c.arch {
+            Arch::Llama => NormKind::Rms,
+            Arch::Opt => NormKind::Layer,
+        };
+        let affine = c.arch == Arch::Llama || c.norm_affine;
+        let (w, b) = match self.source {
+            Source::Host(m) => {
+                let n: &Norm = host_norm(m, site)
+                    .ok_or_else(|| Error::Config(format!("the model has no norm at {site:?}")))?;
+                (
+                    n.w.as_ref()
+                        .map(|w| DBuf::from_f32(self.dev, self.dtype, w))
+                        .transpose()?,
+                    n.b.as_ref()
+                        .map(|b| DBuf::from_f32(self.dev, self.dtype, b))
+                        .transpose()?,
+                )
+            }
+            Source::Synthetic { .. } => {
+                let ones = |v: f32| -> Result<DBuf> {
+                    let buf = DBuf::zeros(self.dev, self.dtype, width)?;
+                    self.dev.init(&buf, 0, 1, width, width, Init::Const(v))?;
+                    Ok(buf)
+                };
+                let w = if affine { Some(ones(1.0)?) } else { None };
+                let b = if affine && kind == NormKind::Layer {
+                    Some(DBuf::zeros(self.dev, self.dtype, width)?)
+                } else {
+                    None
+                };
+                (w, b)
+            }
+        };
+        Ok(DNorm {
+            w,
+            b,
+            eps: c.norm_eps,
+            kind,
+            width,
+        })
+    }
+}
+
+fn host_norm(m: &Model, site: NormSite) -> Option<&Norm> {
+    match site {
+        NormSite::Attn(l) => m.layers.get(l).map(|l| &l.attn_norm),
+        NormSite::Mlp(l) => m.layers.get(l).map(|l| &l.mlp_norm),
+        NormSite::Final => m.final_norm.as_ref(),
+    }
+}
