@@ -2,6 +2,7 @@
 //! checked against `cpu`.
 
 pub mod cpu;
+pub mod device_plan;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
