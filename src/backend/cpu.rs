@@ -20,6 +20,13 @@ use crate::perturb::{segments, Family, Perturbation, Segment, StepRecord, Update
 use crate::plan::{classification_scores, Plan};
 use crate::{Error, Result};
 
+pub(crate) use self::ops::{rope_inv_freq, rope_tables};
+
+/// Checks a plan's inputs against a model config (the GPU forward reuses this).
+pub(crate) fn validate_plan_for(plan: &Plan, config: &crate::model::ModelConfig) -> Result<()> {
+    validate::plan_for_config(plan, config)
+}
+
 /// Checks every tensor of `m` against its config (the GPU upload reuses this).
 pub(crate) fn check_shapes(m: &Model) -> Result<()> {
     validate::model_shapes(m)

@@ -133,6 +133,15 @@ impl DevicePlan {
         })
     }
 
+    /// Tokens of the longest sequence.
+    pub fn max_seq_len(&self) -> usize {
+        self.cu_seqlens
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn n_directions(&self) -> usize {
         self.direction_seeds.len()
     }

@@ -12,7 +12,16 @@ fn data(msg: String) -> Error {
 /// Everything the forward pass reads: tokens, positions, sequence boundaries, variants.
 /// `perturbable`: whether perturbed variants can be scored (a family is set).
 pub fn forward_inputs(plan: &Plan, model: &Model, perturbable: bool) -> Result<()> {
-    let c = &model.config;
+    forward_inputs_for(plan, &model.config, perturbable)
+}
+
+/// Everything a forward pass and its scoring read, for a model of config `c`.
+pub fn plan_for_config(plan: &Plan, c: &crate::model::ModelConfig) -> Result<()> {
+    forward_inputs_for(plan, c, true)?;
+    scoring_inputs_for(plan, c.vocab_size)
+}
+
+fn forward_inputs_for(plan: &Plan, c: &crate::model::ModelConfig, perturbable: bool) -> Result<()> {
     let t = plan.n_tokens();
     if plan.positions.len() != t {
         return Err(data(format!(
@@ -102,6 +111,10 @@ pub fn forward_inputs(plan: &Plan, model: &Model, perturbable: bool) -> Result<(
 
 /// The scoring part: queries and the example groups over them.
 pub fn scoring_inputs(plan: &Plan, model: &Model) -> Result<()> {
+    scoring_inputs_for(plan, model.config.vocab_size)
+}
+
+fn scoring_inputs_for(plan: &Plan, vocab: usize) -> Result<()> {
     let t = plan.n_tokens();
     let vocab = model.config.vocab_size;
     for (i, q) in plan.queries.iter().enumerate() {

@@ -144,8 +144,78 @@ pub enum Init {
     Const(f32),
 }
 
-#[cfg(zo_kernels)]
 unsafe impl cudarc::driver::DeviceRepr for super::params::ZoInitParams {}
+
+impl CudaDevice {
+    /// Sets every byte of `buf` to zero.
+    pub fn zero(&self, buf: &DBuf) -> Result<()> {
+        // SAFETY: the range is the buffer's own allocation.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(
+                buf.ptr(),
+                0,
+                buf.bytes(),
+                self.stream().cu_stream(),
+            )
+        }
+        .map_err(cuda_err("zeroing a GPU buffer"))
+    }
+
+    /// Copies all of `src` over the start of `dst` (same dtype).
+    pub fn copy(&self, src: &DBuf, dst: &DBuf) -> Result<()> {
+        if src.dtype != dst.dtype || src.len > dst.len {
+            return Err(Error::Data(format!("copying {src:?} into {dst:?}")));
+        }
+        // SAFETY: both ranges lie inside their allocations (checked above).
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                dst.ptr(),
+                src.ptr(),
+                src.bytes(),
+                self.stream().cu_stream(),
+            )
+        }
+        .map_err(cuda_err("copying on the GPU"))
+    }
+
+    /// Elements `0..buf.len` of stream (seed, tensor, role) drawn into an f32 buffer, bit for
+    /// bit the host's `Dist::fill`.
+    pub fn rng_fill(
+        &self,
+        buf: &DBuf,
+        seed: u64,
+        tensor: u32,
+        role: u32,
+        dist: crate::perturb::Dist,
+    ) -> Result<()> {
+        use super::params::*;
+        if buf.dtype != DType::F32 {
+            return Err(Error::Data(format!("rng fill into {buf:?}")));
+        }
+        let p = ZoRngDrawParams {
+            stream: crate::rng::Stream::new(seed, tensor, role).into(),
+            start: 0,
+            n: buf.len as u64,
+            kind: match dist {
+                crate::perturb::Dist::Gaussian => ZO_RNG_GAUSSIAN,
+                crate::perturb::Dist::Rademacher => ZO_RNG_RADEMACHER,
+            },
+            reserved: 0,
+        };
+        let (grid, block) = super::rng::draw_launch_config(0, buf.len);
+        // SAFETY: the kernel writes exactly buf.len f32 elements.
+        unsafe {
+            self.launch_raw(
+                "zo_rng_draw_f32",
+                (grid, 1, 1),
+                (block, 1, 1),
+                0,
+                &p,
+                &[buf.ptr()],
+            )
+        }
+    }
+}
 
 impl CudaDevice {
     /// Fills columns `[0, cols)` of a `rows × cols` tensor stored with row stride `ld`

@@ -141,6 +141,39 @@ impl CudaDevice {
     }
 }
 
+impl CudaDevice {
+    /// Launches kernel `name(params, ptrs...)` on the stream: the calling convention of every
+    /// zo kernel (a params struct by value, then device pointers).
+    ///
+    /// # Safety
+    /// `name` must take exactly (P, one pointer per entry of `ptrs`), and each pointer must be
+    /// valid for every access the kernel makes with `params` and this geometry.
+    pub(crate) unsafe fn launch_raw<P: cudarc::driver::DeviceRepr>(
+        &self,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        smem: u32,
+        params: &P,
+        ptrs: &[u64],
+    ) -> Result<()> {
+        use cudarc::driver::{LaunchConfig, PushKernelArg};
+        let f = self.function(name)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(params);
+        for p in ptrs {
+            l.arg(p);
+        }
+        l.launch(LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes: smem,
+        })
+        .map(|_| ())
+        .map_err(cuda_err(format!("launching {name}")))
+    }
+}
+
 #[cfg(all(test, zo_kernels))]
 mod tests {
     use super::FATBIN;

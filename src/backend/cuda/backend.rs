@@ -1,0 +1,224 @@
+//! The CUDA backend: the model's weights and the family's trained state on one GPU, a
+//! forward pass over a [`Plan`] that never builds a ±ε weight copy, and the seeded updates.
+//!
+//! Families on the GPU: none (evaluation), lowrank (LoZO, LoZO-M) through the K-augmented
+//! GEMMs (see `weights.rs`), and dense through in-place seeded perturbation (MeZO's +ε, −2ε,
+//! +ε) with the dense update. lora and prefix have their kernels (adapter.cu, attention.cu)
+//! but are not wired into this backend yet and are refused with a clear error.
+
+use std::sync::{Arc, Mutex};
+
+use super::buffer::DBuf;
+use super::device::CudaDevice;
+use super::forward::{Forward, Workspace};
+use super::lowrank::GpuLowRank;
+use super::weights::{AugSpec, DeviceModel, Source};
+use super::{DType, Gemm};
+use crate::backend::{Backend, Scores};
+use crate::model::{Model, ModelConfig};
+use crate::perturb::{Dist, FamilyConfig, StepRecord, UpdateConfig};
+use crate::plan::Plan;
+use crate::zo::replay::ZoBackend;
+use crate::{Error, Result};
+
+/// The family state the GPU holds.
+pub(crate) enum GpuFamily {
+    None,
+    LowRank(Box<GpuLowRank>),
+    /// In-place MeZO: θ itself is perturbed and updated.
+    Dense { dist: Dist },
+}
+
+pub struct CudaBackend {
+    pub(crate) dev: Arc<CudaDevice>,
+    pub(crate) gemm: Gemm,
+    pub(crate) model: DeviceModel,
+    pub(crate) family: GpuFamily,
+    pub(crate) inv_freq: Vec<f32>,
+    pub(crate) ws: Mutex<Workspace>,
+}
+
+/// What to build a CUDA backend from.
+pub struct CudaOptions {
+    pub ordinal: usize,
+    pub dtype: DType,
+    /// Directions per step the weights leave room for (the estimator's q).
+    pub directions: usize,
+}
+
+impl CudaBackend {
+    /// The base model on GPU `opts.ordinal`, with `family` (None: evaluation only).
+    pub fn new(
+        model: &Model,
+        family: Option<(&FamilyConfig, Dist)>,
+        opts: &CudaOptions,
+    ) -> Result<CudaBackend> {
+        Self::build(&model.config, Source::Host(model), family, opts)
+    }
+
+    /// [`Model::synthetic`] of `config`, made on the GPU (benchmarks at any scale).
+    pub fn synthetic(
+        config: &ModelConfig,
+        seed: u64,
+        family: Option<(&FamilyConfig, Dist)>,
+        opts: &CudaOptions,
+    ) -> Result<CudaBackend> {
+        let std = crate::model::random::DEFAULT_STD;
+        Self::build(config, Source::Synthetic { seed, std }, family, opts)
+    }
+
+    fn build(
+        config: &ModelConfig,
+        source: Source<'_>,
+        family: Option<(&FamilyConfig, Dist)>,
+        opts: &CudaOptions,
+    ) -> Result<CudaBackend> {
+        if config.arch == crate::model::Arch::Opt
+            && (config.embed_dim != config.hidden_size || !config.pre_norm)
+        {
+            return Err(Error::Unsupported(
+                "the CUDA backend runs pre-LN OPT without project_in/out (every OPT size but \
+                 350m); use --device cpu for this model"
+                    .into(),
+            ));
+        }
+        let dev = Arc::new(CudaDevice::new(opts.ordinal)?);
+        let aug = match family {
+            Some((FamilyConfig::LowRank { rank, .. }, _)) => AugSpec {
+                rank: *rank,
+                dirs: opts.directions.max(1),
+            },
+            _ => AugSpec::default(),
+        };
+        let lowrank = matches!(family, Some((FamilyConfig::LowRank { .. }, _)));
+        let model = DeviceModel::build(&dev, config, opts.dtype, source, aug, &|site| {
+            lowrank && site.layer.is_some()
+        })?;
+        let family = match family {
+            None => GpuFamily::None,
+            Some((cfg @ FamilyConfig::LowRank { .. }, dist)) => {
+                GpuFamily::LowRank(Box::new(GpuLowRank::new(&dev, &model, cfg, dist)?))
+            }
+            Some((FamilyConfig::Dense { in_place: true }, dist)) => GpuFamily::Dense { dist },
+            Some((other, _)) => {
+                return Err(Error::Unsupported(format!(
+                    "the {} family {} is not available on the CUDA backend yet; use --device \
+                     cpu, or the lowrank family or in-place dense MeZO on the GPU",
+                    other.name(),
+                    if matches!(other, FamilyConfig::Dense { .. }) {
+                        "with fused variants"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+        };
+        let inv_freq = match config.arch {
+            crate::model::Arch::Llama => crate::backend::cpu::rope_inv_freq(
+                config.head_dim,
+                config.rope_theta,
+                config.rope_scaling.as_ref(),
+            ),
+            crate::model::Arch::Opt => Vec::new(),
+        };
+        let gemm = Gemm::new(dev.stream().clone())?;
+        Ok(CudaBackend {
+            dev,
+            gemm,
+            model,
+            family,
+            inv_freq,
+            ws: Mutex::new(Workspace::default()),
+        })
+    }
+
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.model.dtype
+    }
+
+    /// Bytes of weights and family state on the GPU.
+    pub fn weight_bytes(&self) -> usize {
+        self.model.bytes()
+            + match &self.family {
+                GpuFamily::LowRank(l) => l.bytes(),
+                _ => 0,
+            }
+    }
+
+    /// Waits for every queued kernel (benchmarks time whole steps).
+    pub fn synchronize(&self) -> Result<()> {
+        self.dev
+            .stream()
+            .synchronize()
+            .map_err(super::device::cuda_err("synchronising the stream"))
+    }
+
+    /// Full-vocabulary log-probs are not needed by training; scoring goes through
+    /// [`Backend::score`]. This gives the raw per-query log-probs for tests.
+    pub fn query_logprobs(&self, plan: &Plan) -> Result<Vec<f32>> {
+        Ok(self.score(plan)?.query_logprobs)
+    }
+
+    /// Reads the weights back as an f32 buffer of one GEMM (tests).
+    pub fn group_weights(&self, site: crate::model::Site) -> Result<(Vec<f32>, usize, usize)> {
+        let (g, _) = self
+            .model
+            .group_of(site)
+            .ok_or_else(|| Error::Config(format!("no GEMM holds {site:?}")))?;
+        Ok((g.w.to_f32(&self.dev)?, g.out, g.ld))
+    }
+
+    pub(crate) fn buf(&self, host: &[f32]) -> Result<DBuf> {
+        DBuf::from_f32(&self.dev, DType::F32, host)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn score(&self, plan: &Plan) -> Result<Scores> {
+        crate::backend::cpu::validate_plan_for(plan, &self.model.config)?;
+        let mut ws = self
+            .ws
+            .lock()
+            .map_err(|_| Error::Cuda("workspace poisoned by an earlier panic".into()))?;
+        let fwd = Forward {
+            b: self,
+            ws: &mut ws,
+        };
+        fwd.score(plan)
+    }
+}
+
+impl ZoBackend for CudaBackend {
+    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+        if let GpuFamily::LowRank(l) = &mut self.family {
+            // The trait has no error channel here; a failure shows at the next score.
+            if let Err(e) = l.begin_step(&self.dev, &mut self.model, step, period_seed) {
+                l.poison(e);
+            }
+        }
+    }
+
+    fn update(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        match &mut self.family {
+            GpuFamily::LowRank(l) => l.update(&self.dev, rec, cfg),
+            GpuFamily::Dense { dist } => {
+                super::dense::update(&self.dev, &self.model, *dist, rec, cfg)
+            }
+            GpuFamily::None => Err(Error::Unsupported(
+                "update needs a perturbation family on the backend".into(),
+            )),
+        }
+    }
+
+    fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()> {
+        super::dense::perturb_in_place(&self.dev, &self.model, seed, scale, dist)
+    }
+}
