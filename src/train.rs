@@ -312,6 +312,98 @@ pub struct DiskRun {
     pub resume: Option<PathBuf>,
     pub progress: bool,
     pub stop_after: Option<u64>,
+    pub device: Device,
+}
+
+/// Where `zo-run` runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The GPU when one is usable and the family runs there, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// GPU 0 with weights stored in this dtype.
+    Cuda(DeviceDtype),
+}
+
+/// Storage dtype of GPU weights, named without the `cuda` feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceDtype {
+    F32,
+    #[default]
+    Bf16,
+    F16,
+}
+
+impl Device {
+    /// Parses `--device` and `--dtype`.
+    pub fn parse(device: &str, dtype: &str) -> Result<Device> {
+        let dt = match dtype {
+            "f32" | "fp32" => DeviceDtype::F32,
+            "bf16" => DeviceDtype::Bf16,
+            "f16" | "fp16" => DeviceDtype::F16,
+            other => {
+                return Err(Error::Config(format!(
+                    "--dtype {other:?}: expected f32, bf16 or f16"
+                )))
+            }
+        };
+        match device {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(dt)),
+            other => Err(Error::Config(format!(
+                "--device {other:?}: expected auto, cpu or cuda"
+            ))),
+        }
+    }
+}
+
+/// Whether the CUDA backend can train `cfg`'s family (lowrank, in-place dense).
+pub fn family_runs_on_gpu(cfg: &TrainConfig) -> bool {
+    matches!(
+        cfg.family,
+        crate::perturb::FamilyConfig::LowRank { .. }
+            | crate::perturb::FamilyConfig::Dense { in_place: true }
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_dtype(d: DeviceDtype) -> crate::backend::cuda::DType {
+    match d {
+        DeviceDtype::F32 => crate::backend::cuda::DType::F32,
+        DeviceDtype::Bf16 => crate::backend::cuda::DType::Bf16,
+        DeviceDtype::F16 => crate::backend::cuda::DType::F16,
+    }
+}
+
+/// Resolves `Auto`: the GPU if this build has the CUDA backend, a GPU answers and the family
+/// runs there; otherwise the CPU, saying why on stderr when `progress`.
+pub fn resolve_device(d: Device, cfg: &TrainConfig, progress: bool) -> Result<Device> {
+    match d {
+        Device::Cpu => Ok(Device::Cpu),
+        Device::Cuda(_) if !family_runs_on_gpu(cfg) => Err(Error::Unsupported(format!(
+            "the {} family does not run on the CUDA backend yet (lowrank and in-place dense              do); use --device cpu",
+            cfg.family.name()
+        ))),
+        Device::Cuda(dt) => Ok(Device::Cuda(dt)),
+        Device::Auto => {
+            #[cfg(feature = "cuda")]
+            {
+                match crate::backend::cuda::CudaDevice::new(0) {
+                    Ok(_) if family_runs_on_gpu(cfg) => return Ok(Device::Cuda(DeviceDtype::Bf16)),
+                    Ok(_) if progress => eprintln!(
+                        "running on the CPU: the {} family does not run on the GPU yet",
+                        cfg.family.name()
+                    ),
+                    Err(_) => {}
+                    Ok(_) => {}
+                }
+            }
+            let _ = progress;
+            Ok(Device::Cpu)
+        }
+    }
 }
 
 /// The one JSON line `zo-run train` prints at the end.
@@ -441,9 +533,15 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         data_hash: Some(data_hash),
         ..log
     };
-    let make = || cpu_backend(&base, cfg);
-    let outcome = train(&make, &data, cfg, &base_hash, log, &opts)?;
-    let log = &outcome.log;
+    let (log, test_accuracy) = match resolve_device(run.device, cfg, run.progress)? {
+        Device::Cuda(dt) => cuda_train(&base, cfg, dt, &data, &base_hash, log, &opts)?,
+        _ => {
+            let make = || cpu_backend(&base, cfg);
+            let o = train(&make, &data, cfg, &base_hash, log, &opts)?;
+            (o.log, o.test_accuracy)
+        }
+    };
+    let log = &log;
     let before = log.evals.first().filter(|e| e.after == 0);
     let last = log.evals.last();
     Ok(TrainSummary {
@@ -455,9 +553,45 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         dev_loss_before: before.map(|e| e.loss),
         dev_loss_last: last.map(|e| e.loss),
         best: log.best.clone(),
-        test_accuracy: outcome.test_accuracy,
+        test_accuracy,
         checkpoint: checkpoint.display().to_string(),
         metrics: metrics.display().to_string(),
         curve: curve.is_file().then(|| curve.display().to_string()),
     })
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_train(
+    base: &crate::model::Model,
+    cfg: &TrainConfig,
+    dt: DeviceDtype,
+    data: &TrainData,
+    base_hash: &str,
+    log: Checkpoint,
+    opts: &RunOptions,
+) -> Result<(Checkpoint, Option<f64>)> {
+    use crate::backend::cuda::{CudaBackend, CudaOptions};
+    let o = CudaOptions {
+        ordinal: 0,
+        dtype: cuda_dtype(dt),
+        directions: cfg.q,
+    };
+    let make = || CudaBackend::new(base, Some((&cfg.family, cfg.dist)), &o);
+    let out = train(&make, data, cfg, base_hash, log, opts)?;
+    Ok((out.log, out.test_accuracy))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_train(
+    _: &crate::model::Model,
+    _: &TrainConfig,
+    _: DeviceDtype,
+    _: &TrainData,
+    _: &str,
+    _: Checkpoint,
+    _: &RunOptions,
+) -> Result<(Checkpoint, Option<f64>)> {
+    Err(Error::Unsupported(
+        "this zo-run was built without the CUDA backend; rebuild with --features cuda".into(),
+    ))
 }

@@ -57,6 +57,14 @@ enum Cmd {
 
 #[derive(Args)]
 struct TrainArgs {
+    /// Where to run: cpu, cuda (GPU 0), or auto (the GPU when one is usable and the family
+    /// runs there). The default stays cpu until the GPU backend has passed its checks on
+    /// real hardware.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// GPU weight storage: bf16, f16 or f32 (arithmetic is fp32 in every case).
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
     /// Starting settings: mezo, mezo-lora, mezo-prefix, lozo, lozo-m. Every flag below
     /// overrides its field.
     #[arg(long, default_value = "lozo")]
@@ -243,6 +251,7 @@ fn train(a: TrainArgs) -> zo::Result<()> {
         resume: a.resume,
         progress: true,
         stop_after: a.stop_after,
+        device: zo::train::Device::parse(&a.device, &a.dtype)?,
     };
     print_effective(&cfg, &run);
     let summary = zo::train::run_on_disk(&cfg, &run)?;
@@ -287,6 +296,7 @@ fn default_run() -> zo::Result<()> {
         resume: None,
         progress: true,
         stop_after: None,
+        device: zo::train::Device::Cpu,
     };
     print_effective(&cfg, &run);
     let s = zo::train::run_on_disk(&cfg, &run)?;

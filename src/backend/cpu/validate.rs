@@ -116,7 +116,6 @@ pub fn scoring_inputs(plan: &Plan, model: &Model) -> Result<()> {
 
 fn scoring_inputs_for(plan: &Plan, vocab: usize) -> Result<()> {
     let t = plan.n_tokens();
-    let vocab = model.config.vocab_size;
     for (i, q) in plan.queries.iter().enumerate() {
         if q.row as usize >= t {
             return Err(data(format!(
