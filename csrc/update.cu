@@ -1,0 +1,167 @@
+// Seeded updates of the perturbation families, bit for bit with the CPU code in
+// src/perturb/{dense,lowrank,lora}.rs (the documented "exact update" and "exact merge" orders).
+//
+// Every multiply-add is an explicit __fmaf_rn/__fmul_rn, so nvcc cannot contract or reorder;
+// random elements are regenerated from (seed, tensor, role, index) exactly as the host fills
+// them. The host computes every coefficient (c_d = -(lr * g_d) / q, a_d, -(lr * wd), -lr) with
+// the CPU's own expressions and passes the results, so no kernel re-derives them.
+#include "kernel.cuh"
+
+// The four random elements of Philox block `block` of a stream, in the family's distribution.
+static __device__ __forceinline__ void zo_update_draw4(ZoRngStream s, uint32_t dist,
+                                                       uint64_t block, float v[4]) {
+    if (dist == ZO_DIST_GAUSSIAN) {
+        zo_gaussian_block(s, block, v);
+    } else {
+        const ZoU32x4 x = zo_raw_block(s, block);
+#pragma unroll
+        for (int l = 0; l < 4; l++) v[l] = zo_rademacher_bits(x.x[l]);
+    }
+}
+
+static __device__ __forceinline__ ZoRngStream zo_update_stream(ZoUpdateDir d, uint32_t tensor,
+                                                               uint32_t role) {
+    ZoRngStream s;
+    s.seed_lo = d.seed_lo;
+    s.seed_hi = d.seed_hi;
+    s.tensor = tensor;
+    s.role = role;
+    return s;
+}
+
+// One thread per Philox block of the element index space (4 consecutive indices), grid-stride:
+// each element's random values come from exactly one block, generated once per direction.
+template <typename T>
+__device__ __forceinline__ void zo_seeded_axpy_impl(ZoAxpyParams p, T* __restrict__ theta,
+                                                    const ZoUpdateDir* __restrict__ dirs) {
+    const uint64_t n = p.rows * p.cols;
+    const uint64_t blocks = (n + 3) >> 2;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const bool dense = p.ld == p.cols;
+    for (uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
+        uint64_t addr[4];
+        float t[4];
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const uint64_t idx = 4 * b + l;
+            if (idx < n) {
+                if (dense) {
+                    addr[l] = idx;
+                } else {
+                    const uint64_t i = idx / p.cols;
+                    addr[l] = i * p.ld + (idx - i * p.cols);
+                }
+                t[l] = zo_f32(theta[addr[l]]);
+                if (p.decay) t[l] = __fmaf_rn(p.neg_decay, t[l], t[l]);
+            } else {
+                addr[l] = 0;
+                t[l] = 0.0f;
+            }
+        }
+        for (uint32_t d = 0; d < p.dirs; d++) {
+            const ZoUpdateDir dir = dirs[d];
+            float z[4];
+            zo_update_draw4(zo_update_stream(dir, p.tensor, p.role), p.dist, b, z);
+#pragma unroll
+            for (int l = 0; l < 4; l++) t[l] = __fmaf_rn(dir.coef, z[l], t[l]);
+        }
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            if (4 * b + l < n) theta[addr[l]] = zo_from_f32<T>(t[l]);
+        }
+    }
+}
+
+#define ZO_SEEDED_AXPY(suffix, T)                                                              \
+    extern "C" __global__ void zo_seeded_axpy_##suffix(ZoAxpyParams p, T* __restrict__ theta,  \
+                                                       const ZoUpdateDir* __restrict__ dirs) { \
+        zo_seeded_axpy_impl<T>(p, theta, dirs);                                                \
+    }
+ZO_INSTANTIATE(ZO_SEEDED_AXPY)
+
+// LoZO-M: m = beta * m, the a_d chain on m, then bank = fma(-lr, m, bank). Both fp32.
+extern "C" __global__ void zo_lowrank_momentum(ZoMomentumParams p, float* __restrict__ bank,
+                                               float* __restrict__ mom,
+                                               const ZoUpdateDir* __restrict__ dirs) {
+    const uint64_t blocks = (p.n + 3) >> 2;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
+        float m[4];
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const uint64_t idx = 4 * b + l;
+            m[l] = idx < p.n ? __fmul_rn(mom[idx], p.beta) : 0.0f;
+        }
+        for (uint32_t d = 0; d < p.dirs; d++) {
+            const ZoUpdateDir dir = dirs[d];
+            float u[4];
+            zo_update_draw4(zo_update_stream(dir, p.tensor, 1u /* LOWRANK_U */), p.dist, b, u);
+#pragma unroll
+            for (int l = 0; l < 4; l++) m[l] = __fmaf_rn(dir.coef, u[l], m[l]);
+        }
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const uint64_t idx = 4 * b + l;
+            if (idx < p.n) {
+                mom[idx] = m[l];
+                bank[idx] = __fmaf_rn(p.neg_lr, m[l], bank[idx]);
+            }
+        }
+    }
+}
+
+// w += scale * b a, one output element per thread: x = column j (coalesced reads of a and w),
+// y = row i (b's row is one broadcast read per k). Grid-stride in y for very tall weights.
+template <typename T>
+__device__ __forceinline__ void zo_factor_merge_impl(ZoMergeParams p, T* __restrict__ w,
+                                                     const float* __restrict__ b,
+                                                     const float* __restrict__ a) {
+    const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= p.k) return;
+    for (uint32_t i = blockIdx.y; i < p.out; i += gridDim.y) {
+        float acc = 0.0f;
+        for (uint32_t kk = 0; kk < p.rank; kk++) {
+            acc = __fmaf_rn(b[(uint64_t)i * p.b_si + (uint64_t)kk * p.b_sk],
+                            a[(uint64_t)kk * p.k + j], acc);
+        }
+        T* dst = w + (uint64_t)i * p.ld + j;
+        *dst = zo_from_f32<T>(__fmaf_rn(p.scale, acc, zo_f32(*dst)));
+    }
+}
+
+#define ZO_FACTOR_MERGE(suffix, T)                                                             \
+    extern "C" __global__ void zo_factor_merge_##suffix(ZoMergeParams p, T* __restrict__ w,    \
+                                                        const float* __restrict__ b,           \
+                                                        const float* __restrict__ a) {         \
+        zo_factor_merge_impl<T>(p, w, b, a);                                                   \
+    }
+ZO_INSTANTIATE(ZO_FACTOR_MERGE)
+
+// P = V_old^T V_new / in: one thread per entry, each a serial fma chain over ascending j (the
+// documented order; r^2 chains of length `in`, once per period).
+extern "C" __global__ void zo_lowrank_basis(ZoBasisParams p, float* __restrict__ out,
+                                            const float* __restrict__ old_vt,
+                                            const float* __restrict__ new_vt) {
+    const uint32_t e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= p.rank * p.rank) return;
+    const uint32_t k = e / p.rank, l = e % p.rank;
+    const float* x = old_vt + (uint64_t)k * p.k_in;
+    const float* y = new_vt + (uint64_t)l * p.k_in;
+    float acc = 0.0f;
+    for (uint32_t j = 0; j < p.k_in; j++) acc = __fmaf_rn(x[j], y[j], acc);
+    out[e] = __fdiv_rn(acc, (float)p.k_in);
+}
+
+// m^T_new[l][i] = sum_k m^T[k][i] P[k][l], fma chain over ascending k; thread per (l, i).
+extern "C" __global__ void zo_lowrank_project(ZoBasisParams p, float* __restrict__ new_m,
+                                              const float* __restrict__ m,
+                                              const float* __restrict__ pm) {
+    const uint64_t e = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (uint64_t)p.rank * p.out) return;
+    const uint32_t l = (uint32_t)(e / p.out), i = (uint32_t)(e % p.out);
+    float acc = 0.0f;
+    for (uint32_t k = 0; k < p.rank; k++) {
+        acc = __fmaf_rn(m[(uint64_t)k * p.out + i], pm[k * p.rank + l], acc);
+    }
+    new_m[e] = acc;
+}
