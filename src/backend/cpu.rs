@@ -5,9 +5,11 @@
 //! the rows a query reads. Operation order follows the HF implementations so log-probs match
 //! them to ~1e-4.
 
-mod attention;
+#[doc(hidden)]
+pub mod attention;
 pub(crate) mod gemm;
-mod ops;
+#[doc(hidden)]
+pub mod ops;
 mod validate;
 
 use rayon::prelude::*;

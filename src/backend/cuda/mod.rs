@@ -22,9 +22,24 @@ mod weights;
 mod params;
 mod rng;
 
+#[doc(hidden)]
+pub use attention::{
+    attention_kernel_name, attention_launch_config, attention_tiling, check_attention,
+    check_kv_write, check_rope, kv_write_launch_config, rope_launch_config, AttentionLens,
+};
+#[doc(hidden)]
+pub use attention::{attention_params, kv_write_params, rope_params};
+pub use attention::{
+    DevicePrefix, LaunchGeometry, PrefillAttention, QkvLayout, SeqTables, MAX_HEAD_DIM, PAGE,
+};
 pub use device::{kernels_built, CudaDevice};
 pub use backend::{CudaBackend, CudaOptions};
 pub use buffer::{DBuf, Init};
 pub use dtype::DType;
 pub use gemm::{Gemm, GemmShape};
+/// A perturbed segment as the kernels read it (csrc/zo_params.h); build it with
+/// `ZoSegment::from(&Segment)`.
+pub use params::ZoSegment;
+#[doc(hidden)]
+pub use params::{ZoAttnParams, ZoKvWriteParams, ZoRopeParams};
 pub use weights::{AugSpec, DeviceModel, GroupLinear, Source};
