@@ -7,7 +7,8 @@
 
 mod attention;
 pub(crate) mod gemm;
-mod ops;
+#[doc(hidden)]
+pub mod ops;
 mod validate;
 
 use rayon::prelude::*;

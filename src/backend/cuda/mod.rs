@@ -8,8 +8,14 @@
 mod device;
 mod dtype;
 #[cfg(zo_kernels)]
+mod kernel_args;
+mod loss;
+mod ops;
+#[cfg(zo_kernels)]
 mod params;
 mod rng;
 
 pub use device::{kernels_built, CudaDevice};
 pub use dtype::DType;
+pub use loss::{classification_launch_config, logprob_launch_config, Logits, LossLayout};
+pub use ops::{norm_launch_config, row_launch_config, NormWeights, Positions, RowShape, Table};
