@@ -14,6 +14,8 @@ mod device;
 mod dtype;
 mod forward;
 mod gemm;
+#[cfg(zo_kernels)]
+mod kernel_args;
 mod loss;
 mod lowrank;
 mod ops;
@@ -43,3 +45,5 @@ pub use params::ZoSegment;
 #[doc(hidden)]
 pub use params::{ZoAttnParams, ZoKvWriteParams, ZoRopeParams};
 pub use weights::{AugSpec, DeviceModel, GroupLinear, Source};
+pub use loss::{classification_launch_config, logprob_launch_config, Logits, LossLayout};
+pub use ops::{norm_launch_config, row_launch_config, NormWeights, Positions, RowShape, Table};
