@@ -368,7 +368,7 @@ pub fn family_runs_on_gpu(cfg: &TrainConfig) -> bool {
     )
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(zo_kernels)]
 fn cuda_dtype(d: DeviceDtype) -> crate::backend::cuda::DType {
     match d {
         DeviceDtype::F32 => crate::backend::cuda::DType::F32,
@@ -560,7 +560,7 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     })
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(zo_kernels)]
 fn cuda_train(
     base: &crate::model::Model,
     cfg: &TrainConfig,
@@ -581,7 +581,7 @@ fn cuda_train(
     Ok((out.log, out.test_accuracy))
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(zo_kernels))]
 fn cuda_train(
     _: &crate::model::Model,
     _: &TrainConfig,
@@ -592,6 +592,7 @@ fn cuda_train(
     _: &RunOptions,
 ) -> Result<(Checkpoint, Option<f64>)> {
     Err(Error::Unsupported(
-        "this zo-run was built without the CUDA backend; rebuild with --features cuda".into(),
+        "this zo-run was built without the CUDA kernels; rebuild with --features cuda and nvcc \
+         available (set NVCC)".into(),
     ))
 }

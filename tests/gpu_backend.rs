@@ -6,7 +6,7 @@
 //! log-probs agree within `F32_TOL·(1 + |lp|)`. With bf16/fp16 storage the GPU rounds every
 //! GEMM input to 8 (11) significant bits, so it is compared with the CPU on the same rounded
 //! weights within a bound of the size a naive bf16 forward has against f32.
-#![cfg(feature = "cuda")]
+#![cfg(all(feature = "cuda", zo_kernels))]
 
 mod common;
 

@@ -71,11 +71,6 @@ struct PlanBufs {
     query_token: u64,
 }
 
-const THREADS: u32 = 256;
-
-fn grid1(n: usize, per_block: usize) -> (u32, u32, u32) {
-    (n.div_ceil(per_block).clamp(1, 65_535) as u32, 1, 1)
-}
 
 fn act_code(a: Activation) -> Result<u32> {
     Ok(match a {
@@ -129,7 +124,13 @@ impl Forward<'_> {
             DBuf::from_words(dev, &cos)?,
             DBuf::from_words(dev, &sin)?,
             words(&dp.scoring_rows)?,
-            words(&dp.query_row)?,
+            words(
+                &dp.query_row
+                    .iter()
+                    .zip(&dp.query_token)
+                    .flat_map(|(&r, &t)| [r, t])
+                    .collect::<Vec<u32>>(),
+            )?,
             words(&dp.query_token)?,
         ];
         let p = |i: usize| keep[i].ptr();
@@ -253,15 +254,16 @@ impl Forward<'_> {
             write_lse: 0,
             reserved: 0,
         };
-        // SAFETY: logits r·v, query arrays nq, output nq; lse unused (write_lse = 0).
+        let (grid, block, smem) = super::loss::logprob_launch_config(r, v);
+        // SAFETY: logits r·v, query pairs nq, output nq; lse unused (write_lse = 0).
         unsafe {
             b.dev.launch_raw(
                 "zo_candidate_logprobs",
-                super::loss::logprob_grid(r, nq),
-                (super::loss::LOGPROB_THREADS, 1, 1),
-                0,
+                (grid, 1, 1),
+                (block, 1, 1),
+                smem,
                 &p,
-                &[logits, pb.query_row, pb.query_token, 0, out_ptr],
+                &[logits, pb.query_row, 0, out_ptr],
             )?
         };
         let all = self.ws.get(b, "qlp", DType::F32, nq)?.to_f32(&b.dev)?;
@@ -298,11 +300,11 @@ impl Forward<'_> {
         unsafe {
             self.b.dev.launch_raw(
                 self.k("zo_embed"),
-                super::ops::embed_grid(t),
-                (THREADS, 1, 1),
+                (t as u32, 1, 1),
+                (super::ops::row_launch_config(t, c.hidden_size).1, 1, 1),
                 0,
                 &p,
-                &[x, m.embed.ptr(), pos_ptr, pb.tokens, pb.positions],
+                &[pb.tokens, pb.positions, m.embed.ptr(), pos_ptr, x],
             )
         }
     }
@@ -344,20 +346,20 @@ impl Forward<'_> {
             flags,
             eps: n.eps,
         };
-        let (grid, block) = super::ops::norm_geometry(rows, n.width);
+        let (grid, block, smem) = super::ops::norm_launch_config(rows, n.width);
         // SAFETY: x holds t rows of width fp32, out rows·ld_out T; w/b width T or null.
         unsafe {
             self.b.dev.launch_raw(
                 self.k("zo_norm"),
-                grid,
-                block,
-                0,
+                (grid, 1, 1),
+                (block, 1, 1),
+                smem,
                 &p,
                 &[
-                    x,
+                    idx,
                     n.w.as_ref().map_or(0, DBuf::ptr),
                     n.b.as_ref().map_or(0, DBuf::ptr),
-                    idx,
+                    x,
                     out,
                 ],
             )
@@ -413,7 +415,8 @@ impl Forward<'_> {
             head_dim: c.head_dim as u32,
             reserved: 0,
         };
-        let (grid, block) = super::attention::rope_geometry(&p);
+        let (grid, block, _) =
+            super::attention::rope_launch_config(t, c.num_heads, c.num_kv_heads, c.head_dim);
         // SAFETY: qkv holds t·ld fp32; the tables t·head_dim/2 each.
         unsafe {
             self.b
@@ -443,7 +446,7 @@ impl Forward<'_> {
             kv_width: kvd as u32,
             num_slots: slots as u32,
         };
-        let (grid, block) = super::attention::kv_write_geometry(&p);
+        let (grid, block, _) = super::attention::kv_write_launch_config(t);
         // SAFETY: qkv t·ld fp32; caches slots·kvd fp32; slots array t entries.
         unsafe {
             self.b
@@ -467,21 +470,25 @@ impl Forward<'_> {
     ) -> Result<()> {
         let c = &self.b.model.config;
         let hd = c.head_dim;
-        let (name, p, grid, block, smem) = super::attention::prefill_launch(
-            self.b.model.dtype,
-            t,
+        let layout = super::attention::QkvLayout::fused(t, c.num_heads, c.num_kv_heads, hd);
+        debug_assert_eq!(layout.ld, ld);
+        let p = super::attention::attention_params(
+            &layout,
             dp.n_seqs,
+            dp.max_pages,
+            dp.n_pages,
+            ld_out,
+            (hd as f64).powf(-0.5) as f32,
+            None,
+        );
+        let name = super::attention::attention_kernel_name(hd, self.b.model.dtype);
+        let (grid, block, smem) = super::attention::attention_launch_config(
             c.num_heads,
             c.num_kv_heads,
             hd,
-            ld,
-            0,
-            ld_out,
-            dp.max_pages,
-            dp.n_pages,
-            (hd as f64).powf(-0.5) as f32,
+            dp.n_seqs,
             dp.max_seq_len(),
-        )?;
+        );
         // SAFETY: buffers sized from the same plan; no prefix (null pointers, prefix_len 0).
         unsafe {
             self.b.dev.launch_raw(
@@ -516,13 +523,14 @@ impl Forward<'_> {
             act: act_code(self.b.model.config.activation)?,
             gated: gated as u32,
         };
+        let (grid, block, smem) = super::ops::row_launch_config(t, width);
         // SAFETY: mid t·ld_in fp32, out t·ld_out T.
         unsafe {
             self.b.dev.launch_raw(
                 self.k("zo_act"),
-                grid1(t * width, THREADS as usize * 4),
-                (THREADS, 1, 1),
-                0,
+                (grid, 1, 1),
+                (block, 1, 1),
+                smem,
                 &p,
                 &[mid, out],
             )

@@ -7,16 +7,20 @@
 
 mod adapter;
 mod attention;
+#[cfg(zo_kernels)]
 mod backend;
 mod buffer;
+#[cfg(zo_kernels)]
 mod dense;
 mod device;
 mod dtype;
+#[cfg(zo_kernels)]
 mod forward;
 mod gemm;
 #[cfg(zo_kernels)]
 mod kernel_args;
 mod loss;
+#[cfg(zo_kernels)]
 mod lowrank;
 mod ops;
 mod update;
@@ -29,12 +33,14 @@ pub use attention::{
     attention_kernel_name, attention_launch_config, attention_tiling, check_attention,
     check_kv_write, check_rope, kv_write_launch_config, rope_launch_config, AttentionLens,
 };
+#[cfg(zo_kernels)]
 #[doc(hidden)]
 pub use attention::{attention_params, kv_write_params, rope_params};
 pub use attention::{
     DevicePrefix, LaunchGeometry, PrefillAttention, QkvLayout, SeqTables, MAX_HEAD_DIM, PAGE,
 };
 pub use device::{kernels_built, CudaDevice};
+#[cfg(zo_kernels)]
 pub use backend::{CudaBackend, CudaOptions};
 pub use buffer::{DBuf, Init};
 pub use dtype::DType;
