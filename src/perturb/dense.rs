@@ -73,7 +73,8 @@ impl Dense {
 }
 
 /// One parameter tensor to update: its RNG id, its elements, whether weight decay applies.
-pub(crate) struct Tensor<'a> {
+#[doc(hidden)]
+pub struct Tensor<'a> {
     pub param: Param,
     pub tensor_id: u32,
     pub data: &'a mut [f32],
@@ -170,7 +171,8 @@ fn norm_tensors<'a>(out: &mut Vec<Tensor<'a>>, site: NormSite, norm: &'a mut Nor
 /// `θ = (-λ).mul_add(θ, θ)`; then for each `(seed, c)` in order, `θ = c.mul_add(z, θ)` with
 /// z from (seed, tensor id, `role`, element index). Parallel over chunks of every tensor; the
 /// per-element sequence is fixed, so the result does not depend on the thread count.
-pub(crate) fn seeded_axpy(
+#[doc(hidden)]
+pub fn seeded_axpy(
     tensors: Vec<Tensor<'_>>,
     role: u32,
     dist: Dist,

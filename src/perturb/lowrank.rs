@@ -206,7 +206,8 @@ impl LowRank {
 
 /// `w[i][j] = s.mul_add(Σ_k bt[k][i]·vt[k][j], w[i][j])`, the sum an fma chain over ascending
 /// k from 0. `bt` is r×out, `vt` r×in, `w` out×in.
-pub(crate) fn merge_low_rank(w: &mut [f32], s: f32, bt: &[f32], vt: &[f32], r: usize, n_in: usize) {
+#[doc(hidden)]
+pub fn merge_low_rank(w: &mut [f32], s: f32, bt: &[f32], vt: &[f32], r: usize, n_in: usize) {
     let out = bt.len() / r;
     let mut b = vec![0.0f32; out * r];
     for k in 0..r {
@@ -219,7 +220,8 @@ pub(crate) fn merge_low_rank(w: &mut [f32], s: f32, bt: &[f32], vt: &[f32], r: u
 
 /// `w[i][j] = s.mul_add(Σ_k b[i][k]·a[k][j], w[i][j])`, the sum an fma chain over ascending k
 /// from 0. `b` is out×r, `a` r×in, `w` out×in. Both families merge through here.
-pub(crate) fn merge_factors(w: &mut [f32], s: f32, b: &[f32], a: &[f32], r: usize, n_in: usize) {
+#[doc(hidden)]
+pub fn merge_factors(w: &mut [f32], s: f32, b: &[f32], a: &[f32], r: usize, n_in: usize) {
     w.par_chunks_mut(n_in).enumerate().for_each(|(i, row)| {
         let mut acc = vec![0.0f32; n_in];
         merge_row_dispatch(row, s, &b[i * r..][..r], a, &mut acc);
@@ -364,44 +366,25 @@ impl Family for LowRank {
                 )));
             }
         }
-        let q = rec.seeds.len() as f32;
-        let lr = rec.lr;
         let (r, dist) = (self.rank, self.dist);
-        let momentum = self.momentum;
         let first = !self.momentum_started;
+        let step = match self.momentum {
+            None => BankStep::Plain(bank_coefs(rec)),
+            Some(beta) => BankStep::Momentum {
+                beta,
+                neg_lr: -rec.lr,
+                coefs: momentum_coefs(rec, beta, first),
+            },
+        };
         self.sites
             .par_iter()
             .zip(self.lin.par_iter_mut())
             .for_each(|(&site, st)| {
                 let tid = Param::Weight(site).tensor_id();
-                let mut ut = vec![0.0f32; r * st.out_dim];
-                match momentum {
-                    None => {
-                        for (&seed, &g) in rec.seeds.iter().zip(&rec.grads) {
-                            dist.fill(seed, tid, role::LOWRANK_U, 0, &mut ut);
-                            let c = -(lr * g) / q;
-                            for (b, &u) in st.bank.iter_mut().zip(&ut) {
-                                *b = c.mul_add(u, *b);
-                            }
-                        }
-                    }
-                    Some(beta) => {
-                        st.mom.iter_mut().for_each(|m| *m *= beta);
-                        for (&seed, &g) in rec.seeds.iter().zip(&rec.grads) {
-                            dist.fill(seed, tid, role::LOWRANK_U, 0, &mut ut);
-                            let a = if first { g / q } else { ((1.0 - beta) * g) / q };
-                            for (m, &u) in st.mom.iter_mut().zip(&ut) {
-                                *m = a.mul_add(u, *m);
-                            }
-                        }
-                        for (b, &m) in st.bank.iter_mut().zip(&st.mom) {
-                            *b = (-lr).mul_add(m, *b);
-                        }
-                    }
-                }
+                bank_update(dist, tid, r, &mut st.bank, &mut st.mom, &step);
             });
         self.dirty = true;
-        self.momentum_started |= momentum.is_some();
+        self.momentum_started |= self.momentum.is_some();
         Ok(())
     }
 
@@ -454,8 +437,87 @@ impl Family for LowRank {
     }
 }
 
+/// One step's bank update, coefficients computed as the module docs say.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BankStep {
+    /// LoZO: `(seed_d, c_d)`, `c_d = -(lr * g_d) / q`.
+    Plain(Vec<(u64, f32)>),
+    /// LoZO-M: `m = β·m`, the `(seed_d, a_d)` chain on m, then `bank = fma(neg_lr, m, bank)`.
+    Momentum {
+        beta: f32,
+        neg_lr: f32,
+        coefs: Vec<(u64, f32)>,
+    },
+}
+
+/// `(seed_d, c_d)` with `c_d = -(lr * g_d) / q`, directions in order.
+#[doc(hidden)]
+pub fn bank_coefs(rec: &StepRecord) -> Vec<(u64, f32)> {
+    let q = rec.seeds.len() as f32;
+    rec.seeds
+        .iter()
+        .zip(&rec.grads)
+        .map(|(&s, &g)| (s, -(rec.lr * g) / q))
+        .collect()
+}
+
+/// `(seed_d, a_d)` of LoZO-M: `a_d = g_d / q` on the first update of a run, else
+/// `((1 - β) * g_d) / q`.
+#[doc(hidden)]
+pub fn momentum_coefs(rec: &StepRecord, beta: f32, first: bool) -> Vec<(u64, f32)> {
+    let q = rec.seeds.len() as f32;
+    rec.seeds
+        .iter()
+        .zip(&rec.grads)
+        .map(|(&s, &g)| (s, if first { g / q } else { ((1.0 - beta) * g) / q }))
+        .collect()
+}
+
+/// The bank (and momentum) update of one Linear, `bank`/`mom` r×out, `u_d` the elements of
+/// `Uᵀ_d` (tensor `tid`, role LOWRANK_U); the order of the module docs.
+#[doc(hidden)]
+pub fn bank_update(
+    dist: Dist,
+    tid: u32,
+    r: usize,
+    bank: &mut [f32],
+    mom: &mut [f32],
+    step: &BankStep,
+) {
+    let mut ut = vec![0.0f32; bank.len()];
+    debug_assert_eq!(bank.len() % r.max(1), 0);
+    match step {
+        BankStep::Plain(coefs) => {
+            for &(seed, c) in coefs {
+                dist.fill(seed, tid, role::LOWRANK_U, 0, &mut ut);
+                for (b, &u) in bank.iter_mut().zip(&ut) {
+                    *b = c.mul_add(u, *b);
+                }
+            }
+        }
+        BankStep::Momentum {
+            beta,
+            neg_lr,
+            coefs,
+        } => {
+            mom.iter_mut().for_each(|m| *m *= beta);
+            for &(seed, a) in coefs {
+                dist.fill(seed, tid, role::LOWRANK_U, 0, &mut ut);
+                for (m, &u) in mom.iter_mut().zip(&ut) {
+                    *m = a.mul_add(u, *m);
+                }
+            }
+            for (b, &m) in bank.iter_mut().zip(mom.iter()) {
+                *b = neg_lr.mul_add(m, *b);
+            }
+        }
+    }
+}
+
 /// `P = Vᵀ_old·Vᵀ_newᵀ / in` (r×r, element `k·r + l`), each sum an fma chain over ascending j.
-fn change_of_basis(old: &[f32], new: &[f32], r: usize, n_in: usize) -> Vec<f32> {
+#[doc(hidden)]
+pub fn change_of_basis(old: &[f32], new: &[f32], r: usize, n_in: usize) -> Vec<f32> {
     let mut p = vec![0.0f32; r * r];
     for k in 0..r {
         for l in 0..r {
@@ -471,7 +533,8 @@ fn change_of_basis(old: &[f32], new: &[f32], r: usize, n_in: usize) -> Vec<f32> 
 }
 
 /// `mᵀ_new[l][i] = Σ_k mᵀ[k][i]·P[k][l]`, an fma chain over ascending k.
-fn project_momentum(mt: &[f32], p: &[f32], r: usize) -> Vec<f32> {
+#[doc(hidden)]
+pub fn project_momentum(mt: &[f32], p: &[f32], r: usize) -> Vec<f32> {
     let out = mt.len() / r;
     let mut new = vec![0.0f32; r * out];
     for l in 0..r {

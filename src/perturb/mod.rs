@@ -13,6 +13,8 @@
 //! | dense   | every parameter          | x·Zᵀ (+ z_b); norms, embeddings, head too |
 //! | prefix  | prefix K/V of each layer | none: K/V + sεZ as attention reads them   |
 
+#[doc(hidden)]
+pub mod augment;
 pub mod dense;
 pub mod lora;
 pub mod lowrank;

@@ -27,6 +27,7 @@ mod update;
 mod weights;
 mod params;
 mod rng;
+mod update;
 
 #[doc(hidden)]
 pub use attention::{
@@ -39,6 +40,7 @@ pub use attention::{attention_params, kv_write_params, rope_params};
 pub use attention::{
     DevicePrefix, LaunchGeometry, PrefillAttention, QkvLayout, SeqTables, MAX_HEAD_DIM, PAGE,
 };
+pub use adapter::{pack_launch_config, shrink_launch_config, DeviceSegments, LaunchDims};
 pub use device::{kernels_built, CudaDevice};
 #[cfg(zo_kernels)]
 pub use backend::{CudaBackend, CudaOptions};
@@ -53,3 +55,6 @@ pub use params::{ZoAttnParams, ZoKvWriteParams, ZoRopeParams};
 pub use weights::{AugSpec, DeviceModel, GroupLinear, Source};
 pub use loss::{classification_launch_config, logprob_launch_config, Logits, LossLayout};
 pub use ops::{norm_launch_config, row_launch_config, NormWeights, Positions, RowShape, Table};
+pub use update::{
+    axpy_launch_config, basis_launch_config, merge_launch_config, LeftFactor, Strided,
+};
