@@ -593,6 +593,7 @@ fn cuda_train(
 ) -> Result<(Checkpoint, Option<f64>)> {
     Err(Error::Unsupported(
         "this zo-run was built without the CUDA kernels; rebuild with --features cuda and nvcc \
-         available (set NVCC)".into(),
+         available (set NVCC)"
+            .into(),
     ))
 }

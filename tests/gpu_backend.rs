@@ -8,9 +8,10 @@
 //! weights within a bound of the size a naive bf16 forward has against f32.
 #![cfg(all(feature = "cuda", zo_kernels))]
 
-mod common;
+#[path = "common/fam1.rs"]
+mod fam1;
 
-use common::fam1::{examples, variants};
+use fam1::{examples, variants};
 use zo::backend::cpu::CpuBackend;
 use zo::backend::cuda::{CudaBackend, CudaOptions, DType};
 use zo::backend::Backend;
@@ -99,18 +100,30 @@ fn base_model_log_probs_match_the_cpu() {
     if !gpu_ok("base_model_log_probs_match_the_cpu") {
         return;
     }
-    for cfg in [ModelConfig::tiny_llama(), ModelConfig::tiny_llama3(), ModelConfig::tiny_opt()] {
+    for cfg in [
+        ModelConfig::tiny_llama(),
+        ModelConfig::tiny_llama3(),
+        ModelConfig::tiny_opt(),
+    ] {
         let model = tiny(cfg);
         let plan = base_plan(&model);
         for dtype in [DType::F32, DType::Bf16, DType::F16] {
             let gpu = CudaBackend::new(&model, None, &opts(dtype, 1)).unwrap();
             let lp = gpu.score(&plan).unwrap().query_logprobs;
-            let cpu = CpuBackend::new(rounded(&model, dtype)).score(&plan).unwrap();
+            let cpu = CpuBackend::new(rounded(&model, dtype))
+                .score(&plan)
+                .unwrap();
             let (abs, rel) = match dtype {
                 DType::F32 => (F32_TOL, F32_TOL),
                 _ => (0.05, 0.02),
             };
-            compare(&lp, &cpu.query_logprobs, abs, rel, &format!("{} {dtype}", model.config.model_type));
+            compare(
+                &lp,
+                &cpu.query_logprobs,
+                abs,
+                rel,
+                &format!("{} {dtype}", model.config.model_type),
+            );
         }
     }
 }
@@ -180,7 +193,13 @@ fn lowrank_steps_match_the_cpu() {
             .unwrap();
             let g = gpu.score(&plan).unwrap().query_logprobs;
             let c = cpu.score(&plan).unwrap().query_logprobs;
-            compare(&g, &c, F32_TOL, F32_TOL, &format!("step {step} momentum {momentum:?}"));
+            compare(
+                &g,
+                &c,
+                F32_TOL,
+                F32_TOL,
+                &format!("step {step} momentum {momentum:?}"),
+            );
             let rec = zo::perturb::StepRecord {
                 step,
                 seeds: seeds.to_vec(),
@@ -246,13 +265,16 @@ fn lozo_on_the_default_model_agrees_in_sign() {
     let ucfg = cfg.update_config();
     let (mut agree, mut compared) = (0, 0);
     for step in 0..200u64 {
-        let ps = cfg.period().map(|nu| zo::zo::seeds::period_seed(cfg.seed, step, nu));
+        let ps = cfg
+            .period()
+            .map(|nu| zo::zo::seeds::period_seed(cfg.seed, step, nu));
         gpu.begin_step(step, ps);
         cpu.begin_step(step, ps);
-        let batch: Vec<_> = zo::zo::seeds::batch_indices(cfg.data_seed, step, cfg.batch, d.train.len())
-            .into_iter()
-            .map(|i| d.train[i].clone())
-            .collect();
+        let batch: Vec<_> =
+            zo::zo::seeds::batch_indices(cfg.data_seed, step, cfg.batch, d.train.len())
+                .into_iter()
+                .map(|i| d.train[i].clone())
+                .collect();
         let lr = zo::zo::schedule::lr_at(&cfg, step);
         let eg = zo::zo::estimator::estimate(&mut gpu, &cfg, step, ps, lr, &batch).unwrap();
         let ec = zo::zo::estimator::estimate(&mut cpu, &cfg, step, ps, lr, &batch).unwrap();

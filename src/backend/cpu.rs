@@ -22,9 +22,11 @@ use crate::perturb::{segments, Family, Perturbation, Segment, StepRecord, Update
 use crate::plan::{classification_scores, Plan};
 use crate::{Error, Result};
 
+#[cfg_attr(not(zo_kernels), allow(unused_imports))]
 pub(crate) use self::ops::{rope_inv_freq, rope_tables};
 
 /// Checks a plan's inputs against a model config (the GPU forward reuses this).
+#[cfg_attr(not(zo_kernels), allow(dead_code))]
 pub(crate) fn validate_plan_for(plan: &Plan, config: &crate::model::ModelConfig) -> Result<()> {
     validate::plan_for_config(plan, config)
 }

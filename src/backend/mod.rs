@@ -2,9 +2,9 @@
 //! checked against `cpu`.
 
 pub mod cpu;
-pub mod device_plan;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device_plan;
 
 use crate::plan::{ExampleScore, Plan};
 use crate::Result;

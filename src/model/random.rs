@@ -403,16 +403,19 @@ impl Model {
                 Param::NormBias(_) | Param::Bias(_) => t.data.fill(0.0),
                 _ => {
                     let id = t.tensor_id;
-                    t.data.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
-                        crate::rng::fill_gaussian(
-                            seed,
-                            id,
-                            SYNTHETIC_ROLE,
-                            (c << 16) as u64,
-                            chunk,
-                        );
-                        chunk.iter_mut().for_each(|v| *v *= std);
-                    });
+                    t.data
+                        .par_chunks_mut(1 << 16)
+                        .enumerate()
+                        .for_each(|(c, chunk)| {
+                            crate::rng::fill_gaussian(
+                                seed,
+                                id,
+                                SYNTHETIC_ROLE,
+                                (c << 16) as u64,
+                                chunk,
+                            );
+                            chunk.iter_mut().for_each(|v| *v *= std);
+                        });
                 }
             }
         }

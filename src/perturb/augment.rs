@@ -161,7 +161,8 @@ pub fn shrink(
         for (s, &d) in segs.iter().zip(seg_dir) {
             za[d as usize].get_or_insert_with(|| {
                 let mut z = vec![0.0; r * k];
-                site.dist.fill(s.seed, site.tensor_id, role::LORA_A, 0, &mut z);
+                site.dist
+                    .fill(s.seed, site.tensor_id, role::LORA_A, 0, &mut z);
                 z
             });
         }
@@ -212,7 +213,12 @@ pub fn pack(
     round: impl Fn(f32) -> f32,
 ) {
     let r = site.rank;
-    assert_eq!(state.len(), r * out, "state has {} elements, expected {r}×{out}", state.len());
+    assert_eq!(
+        state.len(),
+        r * out,
+        "state has {} elements, expected {r}×{out}",
+        state.len()
+    );
     assert_eq!(dir_seeds.len(), site.dirs, "one seed per direction");
     let lora = site.family == AugFamily::Lora;
     let index = |i: usize, kk: usize| if lora { i * r + kk } else { kk * out + i };

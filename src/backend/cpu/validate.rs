@@ -16,6 +16,7 @@ pub fn forward_inputs(plan: &Plan, model: &Model, perturbable: bool) -> Result<(
 }
 
 /// Everything a forward pass and its scoring read, for a model of config `c`.
+#[cfg_attr(not(zo_kernels), allow(dead_code))]
 pub fn plan_for_config(plan: &Plan, c: &crate::model::ModelConfig) -> Result<()> {
     forward_inputs_for(plan, c, true)?;
     scoring_inputs_for(plan, c.vocab_size)

@@ -170,8 +170,12 @@ impl CudaDevice {
             n_segs: segs.len(),
             dirs: seeds.len(),
             segs: s.clone_htod(&zs).map_err(cuda_err("uploading segments"))?,
-            seg_dir: s.clone_htod(&dv).map_err(cuda_err("uploading segment directions"))?,
-            seeds: s.clone_htod(&sv).map_err(cuda_err("uploading direction seeds"))?,
+            seg_dir: s
+                .clone_htod(&dv)
+                .map_err(cuda_err("uploading segment directions"))?,
+            seeds: s
+                .clone_htod(&sv)
+                .map_err(cuda_err("uploading direction seeds"))?,
         })
     }
 

@@ -8,7 +8,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::buffer::DBuf;
 use super::device::CudaDevice;
 use super::forward::{Forward, Workspace};
 use super::lowrank::GpuLowRank;
@@ -26,7 +25,9 @@ pub(crate) enum GpuFamily {
     None,
     LowRank(Box<GpuLowRank>),
     /// In-place MeZO: θ itself is perturbed and updated.
-    Dense { dist: Dist },
+    Dense {
+        dist: Dist,
+    },
 }
 
 pub struct CudaBackend {
@@ -172,8 +173,9 @@ impl CudaBackend {
         Ok((g.w.to_f32(&self.dev)?, g.out, g.ld))
     }
 
-    pub(crate) fn buf(&self, host: &[f32]) -> Result<DBuf> {
-        DBuf::from_f32(&self.dev, DType::F32, host)
+    /// Bytes of activation buffers held for the largest plan scored so far.
+    pub fn workspace_bytes(&self) -> usize {
+        self.ws.lock().map_or(0, |w| w.bytes())
     }
 }
 

@@ -202,13 +202,13 @@ impl CudaDevice {
             },
             reserved: 0,
         };
-        let (grid, block) = super::rng::draw_launch_config(0, buf.len);
-        // SAFETY: the kernel writes exactly buf.len f32 elements.
+        let grid = (buf.len as u64).div_ceil(4).div_ceil(256).clamp(1, 8192) as u32;
+        // SAFETY: the kernel writes exactly buf.len f32 elements (grid-stride).
         unsafe {
             self.launch_raw(
                 "zo_rng_draw_f32",
                 (grid, 1, 1),
-                (block, 1, 1),
+                (256, 1, 1),
                 0,
                 &p,
                 &[buf.ptr()],

@@ -24,24 +24,41 @@ struct View<'a> {
 fn views(m: &DeviceModel) -> Vec<View<'_>> {
     let c = &m.config;
     let mut out = Vec::new();
-    let plain = |buf: &DBuf, rows: usize, cols: usize, param: Param, decay: bool| View {
-        buf,
-        offset: 0,
-        rows,
-        cols,
-        ld: cols,
-        param,
-        decay,
-    };
-    out.push(plain(&m.embed, c.vocab_size, c.embed_dim, Param::Embed, true));
+    fn plain(buf: &DBuf, rows: usize, cols: usize, param: Param, decay: bool) -> View<'_> {
+        View {
+            buf,
+            offset: 0,
+            rows,
+            cols,
+            ld: cols,
+            param,
+            decay,
+        }
+    }
+    out.push(plain(
+        &m.embed,
+        c.vocab_size,
+        c.embed_dim,
+        Param::Embed,
+        true,
+    ));
     if let Some(p) = &m.pos {
-        out.push(plain(p, c.max_position_embeddings + 2, c.hidden_size, Param::PosEmbed, true));
+        out.push(plain(
+            p,
+            c.max_position_embeddings + 2,
+            c.hidden_size,
+            Param::PosEmbed,
+            true,
+        ));
     }
     if let Some(h) = &m.head {
         out.push(plain(h, c.vocab_size, c.embed_dim, Param::Head, true));
     }
     for (li, l) in m.layers.iter().enumerate() {
-        for (n, site) in [(&l.attn_norm, NormSite::Attn(li)), (&l.mlp_norm, NormSite::Mlp(li))] {
+        for (n, site) in [
+            (&l.attn_norm, NormSite::Attn(li)),
+            (&l.mlp_norm, NormSite::Mlp(li)),
+        ] {
             if let Some(w) = &n.w {
                 out.push(plain(w, 1, n.width, Param::NormWeight(site), false));
             }
@@ -52,10 +69,22 @@ fn views(m: &DeviceModel) -> Vec<View<'_>> {
     }
     if let Some(n) = &m.final_norm {
         if let Some(w) = &n.w {
-            out.push(plain(w, 1, n.width, Param::NormWeight(NormSite::Final), false));
+            out.push(plain(
+                w,
+                1,
+                n.width,
+                Param::NormWeight(NormSite::Final),
+                false,
+            ));
         }
         if let Some(b) = &n.b {
-            out.push(plain(b, 1, n.width, Param::NormBias(NormSite::Final), false));
+            out.push(plain(
+                b,
+                1,
+                n.width,
+                Param::NormBias(NormSite::Final),
+                false,
+            ));
         }
     }
     for g in m.groups() {
@@ -87,7 +116,14 @@ fn views(m: &DeviceModel) -> Vec<View<'_>> {
     out
 }
 
-fn axpy(dev: &CudaDevice, m: &DeviceModel, dist: Dist, dirs: &DBuf, n_dirs: usize, neg_decay: Option<f32>) -> Result<()> {
+fn axpy(
+    dev: &CudaDevice,
+    m: &DeviceModel,
+    dist: Dist,
+    dirs: &DBuf,
+    n_dirs: usize,
+    neg_decay: Option<f32>,
+) -> Result<()> {
     for v in views(m) {
         let p = ZoAxpyParams {
             rows: v.rows as u64,
@@ -103,7 +139,7 @@ fn axpy(dev: &CudaDevice, m: &DeviceModel, dist: Dist, dirs: &DBuf, n_dirs: usiz
             decay: (v.decay && neg_decay.is_some()) as u32,
             neg_decay: neg_decay.unwrap_or(0.0),
         };
-        let (grid, block) = super::update::axpy_launch_config(&p);
+        let (grid, block, _) = super::update::axpy_launch_config(v.rows * v.cols);
         let name = super::forward::kernel_name("zo_seeded_axpy", v.buf.dtype);
         // SAFETY: the view lies inside its buffer (rows·ld from offset); dirs holds n_dirs.
         unsafe {
@@ -124,13 +160,25 @@ fn dir_words(seeds: &[u64], coefs: &[f32]) -> Vec<u32> {
 }
 
 /// θ ← fma(scale, Z(seed), θ) over every parameter.
-pub(crate) fn perturb_in_place(dev: &CudaDevice, m: &DeviceModel, seed: u64, scale: f32, dist: Dist) -> Result<()> {
+pub(crate) fn perturb_in_place(
+    dev: &CudaDevice,
+    m: &DeviceModel,
+    seed: u64,
+    scale: f32,
+    dist: Dist,
+) -> Result<()> {
     let dirs = DBuf::from_words(dev, &dir_words(&[seed], &[scale]))?;
     axpy(dev, m, dist, &dirs, 1, None)
 }
 
 /// The dense update of one record (weight decay first on weights and embeddings).
-pub(crate) fn update(dev: &CudaDevice, m: &DeviceModel, dist: Dist, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+pub(crate) fn update(
+    dev: &CudaDevice,
+    m: &DeviceModel,
+    dist: Dist,
+    rec: &StepRecord,
+    cfg: &UpdateConfig,
+) -> Result<()> {
     let u = crate::perturb::dense::update_terms("dense", rec, cfg, dist)?;
     let (seeds, coefs): (Vec<u64>, Vec<f32>) = u.terms.iter().copied().unzip();
     let dirs = DBuf::from_words(dev, &dir_words(&seeds, &coefs))?;

@@ -67,21 +67,15 @@ struct PlanBufs {
     cos: u64,
     sin: u64,
     scoring_rows: u64,
+    /// (index into the scoring rows, token) per query.
     query_row: u64,
-    query_token: u64,
 }
-
 
 fn act_code(a: Activation) -> Result<u32> {
     Ok(match a {
         Activation::Silu => ZO_ACT_SILU,
         Activation::Relu => ZO_ACT_RELU,
         Activation::Gelu => ZO_ACT_GELU,
-        other => {
-            return Err(Error::Unsupported(format!(
-                "activation {other:?} on the CUDA backend"
-            )))
-        }
     })
 }
 
@@ -131,7 +125,6 @@ impl Forward<'_> {
                     .flat_map(|(&r, &t)| [r, t])
                     .collect::<Vec<u32>>(),
             )?,
-            words(&dp.query_token)?,
         ];
         let p = |i: usize| keep[i].ptr();
         Ok(PlanBufs {
@@ -147,12 +140,11 @@ impl Forward<'_> {
             sin: p(9),
             scoring_rows: p(10),
             query_row: p(11),
-            query_token: p(12),
             _keep: keep,
         })
     }
 
-    pub fn score(mut self, plan: &Plan) -> Result<Scores> {
+    pub fn score(self, plan: &Plan) -> Result<Scores> {
         let b = self.b;
         let c = &b.model.config;
         let dp = DevicePlan::new(plan)?;
@@ -366,7 +358,15 @@ impl Forward<'_> {
         }
     }
 
-    fn gather_convert(&self, x: u64, t: usize, idx: u64, r: usize, out: u64, ld: usize) -> Result<()> {
+    fn gather_convert(
+        &self,
+        x: u64,
+        t: usize,
+        idx: u64,
+        r: usize,
+        out: u64,
+        ld: usize,
+    ) -> Result<()> {
         let _ = (x, t, idx, r, out, ld);
         Err(Error::Unsupported(
             "models without a final norm on the CUDA backend".into(),
@@ -374,7 +374,14 @@ impl Forward<'_> {
     }
 
     /// The family's extra GEMM-input columns of `g` (nothing for groups without adapters).
-    fn shrink(&self, g: &GroupLinear, x: u64, t: usize, pb: &PlanBufs, dp: &DevicePlan) -> Result<()> {
+    fn shrink(
+        &self,
+        g: &GroupLinear,
+        x: u64,
+        t: usize,
+        pb: &PlanBufs,
+        dp: &DevicePlan,
+    ) -> Result<()> {
         match &self.b.family {
             GpuFamily::LowRank(l) if !g.adapters.is_empty() => {
                 l.shrink(&self.b.dev, g, x, t, pb.segs, pb.seg_dir, dp)
@@ -383,7 +390,15 @@ impl Forward<'_> {
         }
     }
 
-    fn gemm(&self, g: &GroupLinear, x: u64, t: usize, y: u64, ld_y: usize, accumulate: bool) -> Result<()> {
+    fn gemm(
+        &self,
+        g: &GroupLinear,
+        x: u64,
+        t: usize,
+        y: u64,
+        ld_y: usize,
+        accumulate: bool,
+    ) -> Result<()> {
         let shape = GemmShape {
             dtype: g.w.dtype,
             rows: t,
@@ -514,7 +529,16 @@ impl Forward<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn act(&self, mid: u64, ld_in: usize, t: usize, width: usize, gated: bool, out: u64, ld_out: usize) -> Result<()> {
+    fn act(
+        &self,
+        mid: u64,
+        ld_in: usize,
+        t: usize,
+        width: usize,
+        gated: bool,
+        out: u64,
+        ld_out: usize,
+    ) -> Result<()> {
         let p = ZoActParams {
             rows: t as u32,
             width: width as u32,

@@ -59,7 +59,12 @@ fn update_dirs(seeds: &[u64], coefs: &[f32]) -> Vec<u32> {
 }
 
 impl GpuLowRank {
-    pub fn new(dev: &CudaDevice, model: &DeviceModel, cfg: &FamilyConfig, dist: Dist) -> Result<Self> {
+    pub fn new(
+        dev: &CudaDevice,
+        model: &DeviceModel,
+        cfg: &FamilyConfig,
+        dist: Dist,
+    ) -> Result<Self> {
         let FamilyConfig::LowRank {
             rank,
             period,
@@ -144,8 +149,7 @@ impl GpuLowRank {
         if let Some(e) = self.poisoned.lock().ok().and_then(|mut p| p.take()) {
             return Err(e);
         }
-        Ok(())
-        .and_then(|_| {
+        Ok(()).and_then(|_| {
             let cap = self.sites.first().map_or(usize::MAX, |_| usize::MAX);
             if dp.n_directions() > cap {
                 return Err(Error::Unsupported("too many directions".into()));
@@ -186,7 +190,8 @@ impl GpuLowRank {
                     .iter()
                     .flat_map(|&x| [x as u32, (x >> 32) as u32])
                     .collect();
-                let seeds = DBuf::from_words(dev, if seeds.is_empty() { &[0u32, 0] } else { &seeds })?;
+                let seeds =
+                    DBuf::from_words(dev, if seeds.is_empty() { &[0u32, 0] } else { &seeds })?;
                 let p = ZoPackParams {
                     out: s.out as u32,
                     ld: g.ld as u32,
@@ -199,7 +204,10 @@ impl GpuLowRank {
                     tensor: Param::Weight(s.site).tensor_id(),
                     scale_exp: scale_exp(g.w.dtype),
                 };
-                let (grid, block) = super::adapter::pack_launch_config(&p);
+                let (grid, block, _) = super::adapter::pack_launch_config(
+                    s.out,
+                    p.rank as usize * (p.dirs as usize + 1),
+                );
                 // SAFETY: W is out_total·ld, the bank r·out fp32, seeds dirs u64.
                 unsafe {
                     dev.launch_raw(
@@ -260,7 +268,7 @@ impl GpuLowRank {
                 scale: self.scale,
                 scale_exp: scale_exp(g.w.dtype),
             };
-            let (grid, block, smem) = super::adapter::shrink_launch_config(&p);
+            let (grid, block, smem) = super::adapter::shrink_launch_config(t, self.rank);
             // SAFETY: x is t·ld T, Vᵀ r·k fp32, segments and their directions as uploaded.
             unsafe {
                 dev.launch_raw(
@@ -308,12 +316,26 @@ impl GpuLowRank {
                 };
                 let pm = DBuf::zeros(dev, DType::F32, self.rank * self.rank)?;
                 let newm = DBuf::zeros(dev, DType::F32, self.rank * s.out)?;
-                let (g1, b1) = super::update::basis_launch_config(&p);
-                let (g2, b2) = super::update::project_launch_config(&p);
+                let (g1, b1, _) = super::update::basis_launch_config(self.rank * self.rank);
+                let (g2, b2, _) = super::update::basis_launch_config(self.rank * s.out);
                 // SAFETY: sizes as allocated above.
                 unsafe {
-                    dev.launch_raw("zo_lowrank_basis", g1, b1, 0, &p, &[pm.ptr(), s.vt.ptr(), fresh.ptr()])?;
-                    dev.launch_raw("zo_lowrank_project", g2, b2, 0, &p, &[newm.ptr(), mom.ptr(), pm.ptr()])?;
+                    dev.launch_raw(
+                        "zo_lowrank_basis",
+                        g1,
+                        b1,
+                        0,
+                        &p,
+                        &[pm.ptr(), s.vt.ptr(), fresh.ptr()],
+                    )?;
+                    dev.launch_raw(
+                        "zo_lowrank_project",
+                        g2,
+                        b2,
+                        0,
+                        &p,
+                        &[newm.ptr(), mom.ptr(), pm.ptr()],
+                    )?;
                 }
                 dev.copy(&newm, mom)?;
             }
@@ -344,7 +366,7 @@ impl GpuLowRank {
                     scale: self.scale,
                     reserved: 0,
                 };
-                let (grid, block) = super::update::merge_launch_config(&p);
+                let (grid, block, _) = super::update::merge_launch_config(s.out, s.k);
                 let w = g.w.at(g.row_offset(pos) * g.ld);
                 // SAFETY: the site's rows of W (out·ld from its first row), bank r·out, Vᵀ r·k.
                 unsafe {
@@ -398,10 +420,17 @@ impl GpuLowRank {
                         decay: 0,
                         neg_decay: 0.0,
                     };
-                    let (grid, block) = super::update::axpy_launch_config(&p);
+                    let (grid, block, _) = super::update::axpy_launch_config(n);
                     // SAFETY: the bank holds n fp32; dirs holds q entries.
                     unsafe {
-                        dev.launch_raw("zo_seeded_axpy_f32", grid, block, 0, &p, &[s.bank.ptr(), dirs.ptr()])?;
+                        dev.launch_raw(
+                            "zo_seeded_axpy_f32",
+                            grid,
+                            block,
+                            0,
+                            &p,
+                            &[s.bank.ptr(), dirs.ptr()],
+                        )?;
                     }
                 }
                 (Some(beta), Some(mom)) => {
@@ -414,7 +443,7 @@ impl GpuLowRank {
                         neg_lr: -lr,
                         reserved: 0,
                     };
-                    let (grid, block) = super::update::momentum_launch_config(&p);
+                    let (grid, block, _) = super::update::axpy_launch_config(n);
                     // SAFETY: bank and momentum hold n fp32; dirs q entries.
                     unsafe {
                         dev.launch_raw(

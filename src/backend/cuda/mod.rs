@@ -23,12 +23,12 @@ mod loss;
 #[cfg(zo_kernels)]
 mod lowrank;
 mod ops;
-mod update;
-mod weights;
 mod params;
 mod rng;
 mod update;
+mod weights;
 
+pub use adapter::{pack_launch_config, shrink_launch_config, DeviceSegments, LaunchDims};
 #[doc(hidden)]
 pub use attention::{
     attention_kernel_name, attention_launch_config, attention_tiling, check_attention,
@@ -40,21 +40,20 @@ pub use attention::{attention_params, kv_write_params, rope_params};
 pub use attention::{
     DevicePrefix, LaunchGeometry, PrefillAttention, QkvLayout, SeqTables, MAX_HEAD_DIM, PAGE,
 };
-pub use adapter::{pack_launch_config, shrink_launch_config, DeviceSegments, LaunchDims};
-pub use device::{kernels_built, CudaDevice};
 #[cfg(zo_kernels)]
 pub use backend::{CudaBackend, CudaOptions};
 pub use buffer::{DBuf, Init};
+pub use device::{kernels_built, CudaDevice};
 pub use dtype::DType;
 pub use gemm::{Gemm, GemmShape};
+pub use loss::{classification_launch_config, logprob_launch_config, Logits, LossLayout};
+pub use ops::{norm_launch_config, row_launch_config, NormWeights, Positions, RowShape, Table};
 /// A perturbed segment as the kernels read it (csrc/zo_params.h); build it with
 /// `ZoSegment::from(&Segment)`.
 pub use params::ZoSegment;
 #[doc(hidden)]
 pub use params::{ZoAttnParams, ZoKvWriteParams, ZoRopeParams};
-pub use weights::{AugSpec, DeviceModel, GroupLinear, Source};
-pub use loss::{classification_launch_config, logprob_launch_config, Logits, LossLayout};
-pub use ops::{norm_launch_config, row_launch_config, NormWeights, Positions, RowShape, Table};
 pub use update::{
     axpy_launch_config, basis_launch_config, merge_launch_config, LeftFactor, Strided,
 };
+pub use weights::{AugSpec, DeviceModel, GroupLinear, Source};

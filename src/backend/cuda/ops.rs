@@ -806,6 +806,7 @@ fn norm_params<W, S>(
 /// The fields of `ZoNormParams`, built without the generated bindings so that the checks run
 /// in builds without kernels too.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(zo_kernels), allow(dead_code))]
 struct NormParams {
     rows: u32,
     width: u32,

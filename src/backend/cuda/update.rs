@@ -50,7 +50,10 @@ impl Strided {
 /// Philox block of 4 elements, grid-stride beyond `MAX_GRID` blocks.
 #[doc(hidden)]
 pub fn axpy_launch_config(n: usize) -> LaunchDims {
-    let grid = (n as u64).div_ceil(4).div_ceil(THREADS as u64).clamp(1, MAX_GRID) as u32;
+    let grid = (n as u64)
+        .div_ceil(4)
+        .div_ceil(THREADS as u64)
+        .clamp(1, MAX_GRID) as u32;
     ((grid, 1, 1), (THREADS, 1, 1), 0)
 }
 
@@ -122,7 +125,9 @@ impl CudaDevice {
             .ok_or_else(|| Error::Unsupported(format!("seeded axpy: {shape:?} overflows")))?;
         need(theta.len(), extent, "seeded axpy: theta")?;
         if shape.rows.checked_mul(shape.cols).is_none() {
-            return Err(Error::Unsupported(format!("seeded axpy: {shape:?} overflows")));
+            return Err(Error::Unsupported(format!(
+                "seeded axpy: {shape:?} overflows"
+            )));
         }
         if extent == 0 || (terms.is_empty() && decay.is_none()) {
             return Ok(());
@@ -145,7 +150,16 @@ impl CudaDevice {
         scale: f32,
     ) -> Result<()> {
         let role = crate::perturb::role::DENSE;
-        self.seeded_axpy(dtype, theta, shape, tensor_id, role, dist, &[(seed, scale)], None)
+        self.seeded_axpy(
+            dtype,
+            theta,
+            shape,
+            tensor_id,
+            role,
+            dist,
+            &[(seed, scale)],
+            None,
+        )
     }
 
     /// One step's update of a lowrank bank `bankᵀ` (`[rank][out]`, fp32) and, for LoZO-M, its
@@ -249,7 +263,16 @@ impl CudaDevice {
         if rank == 0 {
             return Ok(());
         }
-        self.launch_basis("zo_lowrank_basis", p, old_vt, new_vt, rank, k_in, 0, rank * rank)
+        self.launch_basis(
+            "zo_lowrank_basis",
+            p,
+            old_vt,
+            new_vt,
+            rank,
+            k_in,
+            0,
+            rank * rank,
+        )
     }
 
     /// `mᵀ_new = project(mᵀ, P)` (`[rank][out]`): [`crate::perturb::lowrank::project_momentum`]
@@ -269,7 +292,16 @@ impl CudaDevice {
         if rank * out == 0 {
             return Ok(());
         }
-        self.launch_basis("zo_lowrank_project", new_m, mom, p, rank, 0, out, rank * out)
+        self.launch_basis(
+            "zo_lowrank_project",
+            new_m,
+            mom,
+            p,
+            rank,
+            0,
+            out,
+            rank * out,
+        )
     }
 }
 

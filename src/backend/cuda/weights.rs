@@ -38,7 +38,10 @@ impl AugSpec {
 pub enum Source<'a> {
     Host(&'a Model),
     /// [`Model::synthetic`] made in place on the device.
-    Synthetic { seed: u64, std: f32 },
+    Synthetic {
+        seed: u64,
+        std: f32,
+    },
 }
 
 /// One GEMM: the stacked Linears of `sites`, input width `k`, row stride `ld`.
@@ -163,15 +166,13 @@ impl DeviceModel {
 
     /// The GEMM holding `site` and the site's position in it.
     pub fn group_of(&self, site: Site) -> Option<(&GroupLinear, usize)> {
-        self.groups()
-            .find_map(|g| g.position(site).map(|p| (g, p)))
+        self.groups().find_map(|g| g.position(site).map(|p| (g, p)))
     }
 
     /// Device bytes of all weights.
     pub fn bytes(&self) -> usize {
-        let norms = |n: &DNorm| {
-            n.w.as_ref().map_or(0, DBuf::bytes) + n.b.as_ref().map_or(0, DBuf::bytes)
-        };
+        let norms =
+            |n: &DNorm| n.w.as_ref().map_or(0, DBuf::bytes) + n.b.as_ref().map_or(0, DBuf::bytes);
         let mut total = self.embed.bytes()
             + self.pos.as_ref().map_or(0, DBuf::bytes)
             + self.head.as_ref().map_or(0, DBuf::bytes)
@@ -210,7 +211,9 @@ impl DeviceModel {
         let embed = b.tensor(Param::Embed, c.vocab_size, e, |m| Some(&m.embed))?;
         let pos = if c.arch == Arch::Opt {
             let rows = c.max_position_embeddings + 2;
-            Some(b.tensor(Param::PosEmbed, rows, c.hidden_size, |m| m.pos_embed.as_ref())?)
+            Some(b.tensor(Param::PosEmbed, rows, c.hidden_size, |m| {
+                m.pos_embed.as_ref()
+            })?)
         } else {
             None
         };
@@ -312,14 +315,22 @@ impl Builder<'_> {
         match self.source {
             Source::Host(m) => {
                 let data = host(m).ok_or_else(|| {
-                    Error::Config(format!("the model has no {p:?} tensor but its config needs one"))
+                    Error::Config(format!(
+                        "the model has no {p:?} tensor but its config needs one"
+                    ))
                 })?;
                 DBuf::from_f32(self.dev, self.dtype, data)
             }
             Source::Synthetic { seed, std } => {
                 let buf = DBuf::zeros(self.dev, self.dtype, rows * cols)?;
-                self.dev
-                    .init(&buf, 0, rows, cols, cols, self.normal(*seed, p.tensor_id(), *std))?;
+                self.dev.init(
+                    &buf,
+                    0,
+                    rows,
+                    cols,
+                    cols,
+                    self.normal(*seed, p.tensor_id(), *std),
+                )?;
                 Ok(buf)
             }
         }
