@@ -4,6 +4,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod launch;
 
 use crate::plan::{ExampleScore, Plan};
 use crate::Result;
