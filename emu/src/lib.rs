@@ -20,6 +20,8 @@ pub mod params {
 }
 
 pub mod rng;
+#[doc(hidden)]
+pub mod selftest;
 
 /// Grid or block dimensions of a launch (`ZoEmuDim` in emu/include/zo_emu_abi.h).
 #[repr(C)]
