@@ -5,6 +5,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device_plan;
+pub mod launch;
 
 use crate::plan::{ExampleScore, Plan};
 use crate::Result;

@@ -4,13 +4,6 @@ use super::device::CudaDevice;
 use crate::rng::Stream;
 use crate::{Error, Result};
 
-/// Threads per CUDA block for the draw kernels; each thread makes one Philox block.
-#[cfg(zo_kernels)]
-const THREADS: u32 = 256;
-/// Enough CUDA blocks to fill any current GPU; larger draws loop (grid-stride).
-#[cfg(zo_kernels)]
-const MAX_GRID: u32 = 8192;
-
 impl CudaDevice {
     /// Standard normals of elements `start .. start + n` of stream `(seed, tensor, role)`.
     pub fn rng_draw_gaussian(
@@ -117,13 +110,7 @@ impl CudaDevice {
             kind: code,
             reserved: 0,
         };
-        let blocks = (start + n as u64).div_ceil(4) - start / 4;
-        let grid = blocks.div_ceil(THREADS as u64).min(MAX_GRID as u64) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg: LaunchConfig = crate::backend::launch::rng_draw_launch_config(start, n).into();
         let func = self.function(name)?;
         let stream = self.stream();
         let mut out = stream
