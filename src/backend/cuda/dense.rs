@@ -151,7 +151,8 @@ fn axpy(
         .map_err(super::device::cuda_err("dense seeded update"))
 }
 
-fn dir_words(seeds: &[u64], coefs: &[f32]) -> Vec<u32> {
+/// `ZoUpdateDir` words (seed lo, seed hi, coefficient bits, 0) per direction.
+pub(super) fn dir_words(seeds: &[u64], coefs: &[f32]) -> Vec<u32> {
     seeds
         .iter()
         .zip(coefs)

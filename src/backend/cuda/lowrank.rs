@@ -50,14 +50,6 @@ fn dist_code(d: Dist) -> u32 {
     }
 }
 
-fn update_dirs(seeds: &[u64], coefs: &[f32]) -> Vec<u32> {
-    seeds
-        .iter()
-        .zip(coefs)
-        .flat_map(|(&s, &c)| [s as u32, (s >> 32) as u32, c.to_bits(), 0])
-        .collect()
-}
-
 impl GpuLowRank {
     pub fn new(
         dev: &CudaDevice,
@@ -169,6 +161,12 @@ impl GpuLowRank {
         if packed.as_ref() == Some(&key) {
             return Ok(());
         }
+        let seeds: Vec<u32> = dp
+            .direction_seeds
+            .iter()
+            .flat_map(|&x| [x as u32, (x >> 32) as u32])
+            .collect();
+        let seeds = DBuf::from_words(dev, if seeds.is_empty() { &[0u32, 0] } else { &seeds })?;
         let mut si = 0;
         for g in model.groups() {
             if g.adapters.is_empty() {
@@ -185,13 +183,6 @@ impl GpuLowRank {
             for (a, &pos) in g.adapters.iter().enumerate() {
                 let s = &self.sites[si];
                 si += 1;
-                let seeds: Vec<u32> = dp
-                    .direction_seeds
-                    .iter()
-                    .flat_map(|&x| [x as u32, (x >> 32) as u32])
-                    .collect();
-                let seeds =
-                    DBuf::from_words(dev, if seeds.is_empty() { &[0u32, 0] } else { &seeds })?;
                 let p = ZoPackParams {
                     out: s.out as u32,
                     ld: g.ld as u32,
@@ -219,12 +210,12 @@ impl GpuLowRank {
                         &[g.w.ptr(), s.bank.ptr(), seeds.ptr()],
                     )?;
                 }
-                // The seeds buffer must outlive the launch: wait before it is dropped.
-                dev.stream()
-                    .synchronize()
-                    .map_err(super::device::cuda_err("packing adapter columns"))?;
             }
         }
+        // The seeds buffer must outlive the launches: wait once before it is dropped.
+        dev.stream()
+            .synchronize()
+            .map_err(super::device::cuda_err("packing adapter columns"))?;
         *packed = Some(key);
         Ok(())
     }
@@ -403,7 +394,7 @@ impl GpuLowRank {
                 .map(|&g| if first { g / q } else { ((1.0 - beta) * g) / q })
                 .collect(),
         };
-        let dirs = DBuf::from_words(dev, &update_dirs(&rec.seeds, &coefs))?;
+        let dirs = DBuf::from_words(dev, &super::dense::dir_words(&rec.seeds, &coefs))?;
         for s in &self.sites {
             let tid = Param::Weight(s.site).tensor_id();
             let n = self.rank * s.out;
