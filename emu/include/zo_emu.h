@@ -696,6 +696,23 @@ inline std::common_type_t<A, B> max(A a, B b) {
     else return (C)a < (C)b ? (C)b : (C)a;
 }
 
+// The device's approximate intrinsics differ from the exact host functions, so a kernel using
+// them would pass here and diverge on the GPU; glibc declares same-named internals, hence the
+// explicit refusal.
+template <class... A> void zo_emu_approximate_intrinsics_are_not_supported(A...) = delete;
+#define ZO_EMU_REFUSE(name) zo_emu_approximate_intrinsics_are_not_supported
+#define __expf(...) ZO_EMU_REFUSE(__expf)(__VA_ARGS__)
+#define __exp10f(...) ZO_EMU_REFUSE(__exp10f)(__VA_ARGS__)
+#define __logf(...) ZO_EMU_REFUSE(__logf)(__VA_ARGS__)
+#define __log2f(...) ZO_EMU_REFUSE(__log2f)(__VA_ARGS__)
+#define __log10f(...) ZO_EMU_REFUSE(__log10f)(__VA_ARGS__)
+#define __powf(...) ZO_EMU_REFUSE(__powf)(__VA_ARGS__)
+#define __sinf(...) ZO_EMU_REFUSE(__sinf)(__VA_ARGS__)
+#define __cosf(...) ZO_EMU_REFUSE(__cosf)(__VA_ARGS__)
+#define __tanf(...) ZO_EMU_REFUSE(__tanf)(__VA_ARGS__)
+#define __sincosf(...) ZO_EMU_REFUSE(__sincosf)(__VA_ARGS__)
+#define __fdividef(...) ZO_EMU_REFUSE(__fdividef)(__VA_ARGS__)
+
 // ---------------------------------------------------------------------------------------------
 // 16-bit floats: bit-exact conversions, round to nearest even, subnormals, inf and NaN.
 // ---------------------------------------------------------------------------------------------
