@@ -7,7 +7,7 @@ use zo::rng::Stream;
 use zo_emu::params::{
     ZoRngDrawParams, ZoRngStream, ZO_RNG_GAUSSIAN, ZO_RNG_RADEMACHER, ZO_RNG_UNIFORM,
 };
-use zo_emu::Launch;
+use zo_emu::{GuardedVec, Launch};
 
 /// (seed, tensor, role, start, n): aligned and odd starts, lengths that are not multiples of 4,
 /// a range crossing the 2^32-block boundary, the end of the 2^64-element stream, and one long
@@ -44,8 +44,9 @@ fn launch(start: u64, n: usize) -> Launch {
 }
 
 fn emu_f32(s: Stream, start: u64, n: usize, kind: u32) -> Vec<u32> {
-    // Filled with a pattern no draw produces, so an element the kernel skips shows up.
-    let mut out = vec![f32::from_bits(0x7fbf_ffff); n];
+    // Filled with a pattern no draw produces, so an element the kernel skips shows up; one
+    // written past the end faults.
+    let mut out = GuardedVec::filled(n, f32::from_bits(0x7fbf_ffff));
     zo_emu::rng::draw_f32(launch(start, n), params(s, start, n, kind), &mut out);
     out.iter().map(|x| x.to_bits()).collect()
 }
@@ -69,11 +70,15 @@ fn emulated_draws_equal_host_draws_bit_for_bit() {
         let s = Stream::new(seed, tensor, role);
         let case = format!("seed {seed:#x} tensor {tensor} role {role} start {start} n {n}");
 
-        let mut raw = vec![0xdead_beef_u32; n];
+        let mut raw = GuardedVec::filled(n, 0xdead_beef_u32);
         zo_emu::rng::draw_u32(launch(start, n), params(s, start, n, 0), &mut raw);
         let mut want = vec![0u32; n];
         s.fill_raw(start, &mut want);
-        assert!(raw == want, "raw, {case}: {}", first_mismatch(&raw, &want));
+        assert!(
+            *raw == want[..],
+            "raw, {case}: {}",
+            first_mismatch(&raw, &want)
+        );
 
         let got = emu_f32(s, start, n, ZO_RNG_GAUSSIAN);
         let want = host(n, |v| s.fill_gaussian(start, v));
@@ -111,9 +116,9 @@ fn grid_stride_loop_covers_draws_longer_than_the_grid() {
     // write every element through the grid-stride loop.
     let s = Stream::new(0x1234, 5, 6);
     let (start, n) = (3, 4 * 64 * 5 + 2);
-    let mut got = vec![0u32; n];
+    let mut got = GuardedVec::filled(n, 0u32);
     zo_emu::rng::draw_u32(Launch::new(2, 32, 0), params(s, start, n, 0), &mut got);
     let mut want = vec![0u32; n];
     s.fill_raw(start, &mut want);
-    assert!(got == want, "{}", first_mismatch(&got, &want));
+    assert!(*got == want[..], "{}", first_mismatch(&got, &want));
 }

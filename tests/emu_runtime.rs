@@ -438,6 +438,15 @@ fn child_process_case() {
         "block_2048" => selftest::empty(dim(1, 1, 1), dim(2048, 1, 1), 0),
         "grid_y" => selftest::empty(dim(1, 70_000, 1), dim(32, 1, 1), 0),
         "smem_limit" => selftest::empty(dim(1, 1, 1), dim(32, 1, 1), 227 * 1024 + 1),
+        "guarded_overrun" => {
+            let mut v = zo_emu::GuardedVec::filled(100, 0f32);
+            // SAFETY: index 99 is inside; 100 is the element past the end, which must fault.
+            unsafe {
+                selftest::store(v.as_mut_ptr(), 99);
+                eprintln!("last element {}", v[99]);
+                selftest::store(v.as_mut_ptr(), 100);
+            }
+        }
         other => panic!("unknown case {other}"),
     }
     eprintln!("child case {case} returned");
@@ -452,6 +461,7 @@ fn broken_launches_and_kernels_end_the_process_with_a_message() {
         ("grid_y", "exceeds the device limits"),
         ("smem_limit", "exceeds the 232448-byte limit"),
         ("smem_overrun", ""),
+        ("guarded_overrun", "last element 1"),
     ] {
         let (failed, stderr) = run_child(case);
         assert!(failed, "{case}: the child process succeeded\n{stderr}");
@@ -464,6 +474,17 @@ fn broken_launches_and_kernels_end_the_process_with_a_message() {
             "{case}: kernel returned:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn guarded_vec_holds_its_elements() {
+    let v = zo_emu::GuardedVec::from_slice(&[1u16, 2, 3]);
+    assert_eq!(&v[..], &[1, 2, 3]);
+    assert!(zo_emu::GuardedVec::<f64>::from_slice(&[]).is_empty());
+    let mut w = zo_emu::GuardedVec::filled(5, 7.5f32);
+    w[4] = 1.0;
+    assert_eq!(&w[..], &[7.5, 7.5, 7.5, 7.5, 1.0]);
+    assert_eq!(w.as_ptr() as usize % 4, 0);
 }
 
 #[test]

@@ -182,6 +182,10 @@ __global__ void selftest_smem_overrun(unsigned floats) {
 
 __global__ void selftest_nothing() {}
 
+__global__ void selftest_store(float* p, size_t i) {
+    if (threadIdx.x == 0) p[i] = 1.0f;
+}
+
 } // namespace
 
 extern "C" {
@@ -244,6 +248,10 @@ void zo_emu_selftest_smem_overrun(size_t smem_floats) {
 
 void zo_emu_selftest_empty(ZoEmuDim grid, ZoEmuDim block, size_t smem) {
     zo_emu::launch_kernel(selftest_nothing, grid, block, smem);
+}
+
+void zo_emu_selftest_store(float* p, size_t i) {
+    zo_emu::launch_kernel(selftest_store, dim3(1), dim3(32), 0, p, i);
 }
 
 void zo_emu_selftest_f32_to_bf16(const float* in, uint16_t* out, size_t n) {

@@ -1,7 +1,7 @@
 // CPU runtime for zo's CUDA kernels: lets csrc/*.cu compile unmodified as C++20 on the host.
 //
 // Execution model. A launch runs its blocks on a few OS worker threads; each worker runs one
-// block at a time, and every CUDA thread of that block is a fiber (ucontext) on the worker.
+// block at a time, and every CUDA thread of that block is a fiber (its own stack) on the worker.
 // Fibers are switched only at __syncthreads, __syncwarp and warp shuffles, so a block runs
 // deterministically: all runnable threads are resumed in thread order (reversed on every other
 // phase and block, so that a read of another thread's write with no barrier in between sees
@@ -119,10 +119,71 @@ inline constexpr size_t MAX_DYNAMIC_SMEM = 227 * 1024;
 
 namespace detail {
 
+// Fiber context switch. On x86-64 a minimal switch of the callee-saved registers (swapcontext
+// also saves the signal mask, a system call per switch, and dominates the run time of
+// barrier-heavy kernels); elsewhere ucontext. Define ZO_EMU_UCONTEXT to force ucontext.
+#if defined(__x86_64__) && !defined(ZO_EMU_UCONTEXT)
+#define ZO_EMU_FAST_SWITCH 1
+extern "C" void zo_emu_switch(void** save_sp, void* load_sp);
+// Weak, so every translation unit that includes this header may carry the definition.
+asm(R"(
+    .text
+    .weak zo_emu_switch
+    .type zo_emu_switch, @function
+zo_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size zo_emu_switch, .-zo_emu_switch
+)");
+
+struct Context {
+    void* sp;
+};
+
+inline void switch_context(Context& save, Context& load) { zo_emu_switch(&save.sp, load.sp); }
+
+// A fresh stack that "returns" into entry with the alignment of a function entry.
+inline void make_context(Context& c, void* stack, size_t size, void (*entry)()) {
+    uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+    void** sp = (void**)top;
+    *--sp = nullptr;         // entry's return address: never used, entry does not return
+    *--sp = (void*)entry;    // popped by ret
+    for (int r = 0; r < 6; r++) *--sp = nullptr; // rbp rbx r12 r13 r14 r15
+    c.sp = sp;
+}
+#else
+struct Context {
+    ucontext_t uc;
+};
+
+inline void switch_context(Context& save, Context& load) { swapcontext(&save.uc, &load.uc); }
+
+inline void make_context(Context& c, void* stack, size_t size, void (*entry)()) {
+    if (getcontext(&c.uc) != 0) fail("getcontext failed");
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+#endif
+
 enum class State : unsigned char { Ready, WaitWarp, WaitBlock, Done };
 
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     uint3 tid;
     unsigned lin;    // linear thread index in the block
     unsigned parity; // which half of the warp's exchange buffer the next shuffle uses
@@ -130,7 +191,7 @@ struct Fiber {
 };
 
 struct Worker {
-    ucontext_t sched;
+    Context sched;
     Fiber* fibers = nullptr;
     unsigned n = 0;
     unsigned cur = 0;
@@ -226,7 +287,7 @@ inline Fiber& current(Worker& w) { return w.fibers[w.cur]; }
 inline void wait(Worker& w, State s) {
     Fiber& f = current(w);
     f.state = s;
-    swapcontext(&f.ctx, &w.sched);
+    switch_context(f.ctx, w.sched);
 }
 
 inline void fiber_main() {
@@ -239,7 +300,7 @@ inline void fiber_main() {
         Fiber& f = current(w);
         w.slots[f.lin / 32][f.parity][f.lin % 32] = ~(uint64_t)0;
         f.state = State::Done;
-        swapcontext(&f.ctx, &w.sched);
+        switch_context(f.ctx, w.sched);
     }
 }
 
@@ -288,7 +349,7 @@ inline void run_block(Worker& w, uint64_t linear) {
             if (f.state != State::Ready) continue;
             w.cur = i;
             threadIdx = f.tid;
-            swapcontext(&w.sched, &f.ctx);
+            switch_context(w.sched, f.ctx);
         }
         bool live = false, released = false, all_at_block = true;
         for (unsigned warp = 0; warp < warps; warp++) {
@@ -325,11 +386,7 @@ struct Launch {
 
 // Out of line: getcontext returns twice, which would make every local of the caller suspect.
 __attribute__((noinline)) inline void init_fiber(Fiber& f, void* stack) {
-    if (getcontext(&f.ctx) != 0) fail("getcontext failed");
-    f.ctx.uc_stack.ss_sp = stack;
-    f.ctx.uc_stack.ss_size = stack_bytes();
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_main, 0);
+    make_context(f.ctx, stack, stack_bytes(), fiber_main);
 }
 
 inline void run_worker(Launch& L, void** stacks) {
@@ -638,6 +695,23 @@ inline std::common_type_t<A, B> max(A a, B b) {
     if constexpr (std::is_floating_point_v<C>) return std::fmax((C)a, (C)b);
     else return (C)a < (C)b ? (C)b : (C)a;
 }
+
+// The device's approximate intrinsics differ from the exact host functions, so a kernel using
+// them would pass here and diverge on the GPU; glibc declares same-named internals, hence the
+// explicit refusal.
+template <class... A> void zo_emu_approximate_intrinsics_are_not_supported(A...) = delete;
+#define ZO_EMU_REFUSE(name) zo_emu_approximate_intrinsics_are_not_supported
+#define __expf(...) ZO_EMU_REFUSE(__expf)(__VA_ARGS__)
+#define __exp10f(...) ZO_EMU_REFUSE(__exp10f)(__VA_ARGS__)
+#define __logf(...) ZO_EMU_REFUSE(__logf)(__VA_ARGS__)
+#define __log2f(...) ZO_EMU_REFUSE(__log2f)(__VA_ARGS__)
+#define __log10f(...) ZO_EMU_REFUSE(__log10f)(__VA_ARGS__)
+#define __powf(...) ZO_EMU_REFUSE(__powf)(__VA_ARGS__)
+#define __sinf(...) ZO_EMU_REFUSE(__sinf)(__VA_ARGS__)
+#define __cosf(...) ZO_EMU_REFUSE(__cosf)(__VA_ARGS__)
+#define __tanf(...) ZO_EMU_REFUSE(__tanf)(__VA_ARGS__)
+#define __sincosf(...) ZO_EMU_REFUSE(__sincosf)(__VA_ARGS__)
+#define __fdividef(...) ZO_EMU_REFUSE(__fdividef)(__VA_ARGS__)
 
 // ---------------------------------------------------------------------------------------------
 // 16-bit floats: bit-exact conversions, round to nearest even, subnormals, inf and NaN.

@@ -19,9 +19,12 @@ pub mod params {
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
 }
 
+mod guarded;
 pub mod rng;
 #[doc(hidden)]
 pub mod selftest;
+
+pub use guarded::GuardedVec;
 
 /// Grid or block dimensions of a launch (`ZoEmuDim` in emu/include/zo_emu_abi.h).
 #[repr(C)]

@@ -60,6 +60,7 @@ extern "C" {
     fn zo_emu_selftest_deadlock(block: ZoEmuDim);
     fn zo_emu_selftest_smem_overrun(smem_floats: usize);
     fn zo_emu_selftest_empty(grid: ZoEmuDim, block: ZoEmuDim, smem: usize);
+    fn zo_emu_selftest_store(p: *mut f32, i: usize);
     fn zo_emu_selftest_f32_to_bf16(inp: *const f32, out: *mut u16, n: usize);
     fn zo_emu_selftest_f32_to_f16(inp: *const f32, out: *mut u16, n: usize);
     fn zo_emu_selftest_bf16_to_f32(inp: *const u16, out: *mut f32, n: usize);
@@ -271,6 +272,14 @@ pub fn smem_overrun(smem_floats: usize) {
 pub fn empty(grid: ZoEmuDim, block: ZoEmuDim, smem: usize) {
     // SAFETY: no memory is touched.
     unsafe { zo_emu_selftest_empty(grid, block, smem) }
+}
+
+/// A kernel that stores 1.0 to `p[i]`, unchecked: for testing [`crate::GuardedVec`].
+///
+/// # Safety
+/// `p[i]` must be writable, unless the test means the process to die.
+pub unsafe fn store(p: *mut f32, i: usize) {
+    zo_emu_selftest_store(p, i)
 }
 
 pub fn f32_to_bf16(inp: &[f32]) -> Vec<u16> {
