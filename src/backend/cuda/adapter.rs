@@ -56,6 +56,15 @@ pub struct DeviceSegments {
     seeds: CudaSlice<u64>,
 }
 
+impl std::fmt::Debug for DeviceSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSegments")
+            .field("segments", &self.n_segs)
+            .field("dirs", &self.dirs)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DeviceSegments {
     pub fn len(&self) -> usize {
         self.n_segs
