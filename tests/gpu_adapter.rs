@@ -55,8 +55,16 @@ fn run<T: DeviceRepr + Copy + Default + Unpin>(
         let pad = if g + 1 == n { case.padding() } else { 0..0 };
         dev.adapter_shrink(dtype(prec), a, case.rows, &mut x, &factor, &segs, pad)
             .unwrap();
-        dev.adapter_pack(dtype(prec), a, sc.lin.out_dim, sc.row0, &mut w, &state, &segs)
-            .unwrap();
+        dev.adapter_pack(
+            dtype(prec),
+            a,
+            sc.lin.out_dim,
+            sc.row0,
+            &mut w,
+            &state,
+            &segs,
+        )
+        .unwrap();
     }
     let xo = s.clone_dtoh(&x).unwrap().into_iter().map(from).collect();
     let wo = s.clone_dtoh(&w).unwrap().into_iter().map(from).collect();
@@ -114,9 +122,25 @@ fn large_shapes() {
     // Many row blocks and two rank blocks on the real fused qkv layout.
     use zo::model::Slot;
     use zo::perturb::Dist;
-    let case = adapter::case(false, &[Slot::Q, Slot::K, Slot::V], 2, 17, Dist::Gaussian, true, 300);
+    let case = adapter::case(
+        false,
+        &[Slot::Q, Slot::K, Slot::V],
+        2,
+        17,
+        Dist::Gaussian,
+        true,
+        300,
+    );
     check(&dev, &case, Prec::Bf16);
-    let case = adapter::case(true, &[Slot::Q, Slot::K, Slot::V], 2, 8, Dist::Gaussian, true, 300);
+    let case = adapter::case(
+        true,
+        &[Slot::Q, Slot::K, Slot::V],
+        2,
+        8,
+        Dist::Gaussian,
+        true,
+        300,
+    );
     check(&dev, &case, Prec::F16);
 }
 
@@ -146,7 +170,9 @@ fn bad_shapes_are_errors() {
         .adapter_shrink(DType::F32, &wide, case.rows, &mut x, &factor, &segs, 0..0)
         .unwrap_err();
     assert!(err.to_string().contains("outside"), "{err}");
-    let other = dev.upload_segments(&case.segs, &[case.dir_seeds[0], 5]).unwrap();
+    let other = dev
+        .upload_segments(&case.segs, &[case.dir_seeds[0], 5])
+        .unwrap();
     let err = dev
         .adapter_shrink(DType::F32, &a, case.rows, &mut x, &factor, &other, 0..0)
         .unwrap_err();

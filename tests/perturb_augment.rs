@@ -14,7 +14,11 @@ fn augmented_product_equals_the_family_forward() {
     for case in cases(70) {
         for prec in Prec::ALL {
             let (xp, wp) = case.twin(prec);
-            assert!(xp.iter().all(|v| v.is_finite()), "{}: unwritten x' column", case.name);
+            assert!(
+                xp.iter().all(|v| v.is_finite()),
+                "{}: unwritten x' column",
+                case.name
+            );
             case.check_product(&xp, &wp, prec, &case.name);
         }
     }

@@ -81,14 +81,19 @@ pub struct Case {
 /// Segments for `q` directions over `rows` rows: each direction's + and − segments, with
 /// unperturbed rows before, between and after, boundaries inside 16-row blocks.
 pub fn segments(q: usize, rows: usize, eps: f32) -> (Vec<Segment>, Vec<u64>) {
-    let seeds: Vec<u64> = (0..q as u64).map(|d| 0x5eed_0000_0000 + 77 * d + 3).collect();
+    let seeds: Vec<u64> = (0..q as u64)
+        .map(|d| 0x5eed_0000_0000 + 77 * d + 3)
+        .collect();
     let mut segs = Vec::new();
     let mut at = 3;
     for (d, &seed) in seeds.iter().enumerate() {
         for (v, sign) in [1.0f32, -1.0].into_iter().enumerate() {
             let len = 5 + (d * 7 + v * 3) % 11;
             let start = at + (v + d) % 2;
-            assert!(start + len <= rows, "rows {rows} too few for {q} directions");
+            assert!(
+                start + len <= rows,
+                "rows {rows} too few for {q} directions"
+            );
             segs.push(Segment {
                 rows: start..start + len,
                 variant: 2 * d + v,
@@ -118,7 +123,10 @@ fn fill(dist: Dist, seed: u64, tensor: u32, r: u32, n: usize) -> Vec<f32> {
 }
 
 fn state<'a>(st: &'a [(String, Vec<usize>, Vec<f32>)], name: &str) -> &'a [f32] {
-    &st.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("no state {name}")).2
+    &st.iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("no state {name}"))
+        .2
 }
 
 /// A lowrank (`lora == false`) or lora case on the group `slots` of layer 0.
@@ -317,11 +325,7 @@ impl Case {
         let sites = self.aug_sites(prec);
         let n = sites.len();
         for (g, (s, a)) in self.sites.iter().zip(&sites).enumerate() {
-            let pad = if g + 1 == n {
-                self.padding()
-            } else {
-                0..0
-            };
+            let pad = if g + 1 == n { self.padding() } else { 0..0 };
             augment::shrink(
                 a,
                 self.rows,
@@ -448,7 +452,8 @@ impl Case {
                 y[t * out + i] = acc;
             }
         }
-        self.family.linear(s.site, &s.lin, &self.x, &mut y, &self.segs);
+        self.family
+            .linear(s.site, &s.lin, &self.x, &mut y, &self.segs);
         (ref64, naive, y)
     }
 
