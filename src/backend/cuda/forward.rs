@@ -582,6 +582,8 @@ pub(crate) fn kernel_name(base: &'static str, dt: DType) -> &'static str {
         "zo_act",
         "zo_adapter_shrink",
         "zo_adapter_pack",
+        "zo_seeded_axpy",
+        "zo_factor_merge",
         "zo_axpy",
         "zo_merge",
         "zo_attn_prefill",
