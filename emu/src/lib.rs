@@ -19,9 +19,11 @@ pub mod params {
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
 }
 
+pub mod adapter;
 pub mod rng;
 #[doc(hidden)]
 pub mod selftest;
+pub mod update;
 
 /// Grid or block dimensions of a launch (`ZoEmuDim` in emu/include/zo_emu_abi.h).
 #[repr(C)]
