@@ -112,6 +112,7 @@ fn axpy_twin(
         .flat_map(|i| out[i * shape.ld..i * shape.ld + shape.cols].to_vec())
         .collect();
     let t = Tensor {
+        param: zo::model::Param::Embed,
         tensor_id: tensor,
         data: &mut packed,
         decay: true,
