@@ -50,7 +50,7 @@ fn shrink_params(
         live: a.live as u32,
         dist: dist(a.dist),
         tensor: a.tensor_id,
-        vec: (a.ld * elem % 16 == 0) as u32,
+        vec: (a.ld * elem).is_multiple_of(16) as u32,
         pad_begin: pad.start as u32,
         pad_end: pad.end as u32,
         scale: a.scale,

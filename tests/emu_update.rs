@@ -104,6 +104,7 @@ const PRECS: [Prec; 3] = [Prec::F32, Prec::Bf16, Prec::F16];
 /// (rows, cols, ld)
 const SHAPES: [(u64, u64, u64); 4] = [(1, 1, 1), (1, 1031, 1031), (13, 130, 136), (5, 7, 9)];
 
+#[allow(clippy::too_many_arguments)]
 fn axpy_twin(
     prec: Prec,
     host: &[f32],

@@ -152,7 +152,7 @@ pub fn case(
         FamilyConfig::LowRank {
             rank,
             period: 10,
-            scale: if rank % 2 == 0 {
+            scale: if rank.is_multiple_of(2) {
                 LowRankScale::InvSqrtRank
             } else {
                 LowRankScale::Plain
@@ -190,7 +190,7 @@ pub fn case(
                 16.0 / rank as f32,
             )
         } else {
-            let s = if rank % 2 == 0 {
+            let s = if rank.is_multiple_of(2) {
                 1.0 / (rank as f32).sqrt()
             } else {
                 1.0
@@ -387,6 +387,7 @@ impl Case {
                 let f = &s.factor[k * K..(k + 1) * K];
                 let mut acc = 0.0f64;
                 let mut accn = 0.0f32;
+                #[allow(clippy::needless_range_loop)]
                 for j in 0..K {
                     let mut fj = f[j] as f64;
                     let mut fjn = f[j];
@@ -404,9 +405,9 @@ impl Case {
                 let b = s.lin.b.as_ref().map_or(0.0, |b| b[i]);
                 let mut y64 = b as f64;
                 let mut yn = b;
-                for j in 0..K {
-                    y64 += xr[j] as f64 * s.lin.w[i * K + j] as f64;
-                    yn += rd(xr[j]) * rd(s.lin.w[i * K + j]);
+                for (&xj, &wj) in xr.iter().zip(&s.lin.w[i * K..(i + 1) * K]) {
+                    y64 += xj as f64 * wj as f64;
+                    yn += rd(xj) * rd(wj);
                 }
                 let sc_d = seg.map(|(d, sc, _)| (d, sc));
                 for k in 0..r {

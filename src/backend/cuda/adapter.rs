@@ -315,7 +315,7 @@ impl CudaDevice {
             tensor: site.tensor_id,
             // cudarc allocations are 256-byte aligned; rows stay 16-byte aligned when ld is a
             // multiple of 16 bytes.
-            vec: (site.ld * dtype.size() % 16 == 0) as u32,
+            vec: (site.ld * dtype.size()).is_multiple_of(16) as u32,
             pad_begin: pad.start as u32,
             pad_end: pad.end.max(pad.start) as u32,
             scale: site.scale,
