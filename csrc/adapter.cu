@@ -13,6 +13,8 @@
 //                f[k][kc + 64 h + 4 lane + c], from 0 (zero beyond K);
 //   sum = ((((p0 + p8) + (p4 + p12)) + ...) the butterfly with strides 8, 4, 2, 1.
 // lora: h = fma(sc, sum(x Z_A,d), sum(x A)) on rows of direction d.
+#include <string.h>
+
 #include "kernel.cuh"
 
 #define ZO_SHRINK_ROWS 16
@@ -47,8 +49,8 @@ __device__ __forceinline__ void zo_adapter_shrink_impl(ZoShrinkParams p, T* __re
                                                        const float* __restrict__ factor,
                                                        const ZoSegment* __restrict__ segs,
                                                        const uint32_t* __restrict__ seg_dir) {
-    __shared__ alignas(16) float xs[ZO_SHRINK_ROWS][ZO_SHRINK_LDS];
-    __shared__ alignas(16) float fs[ZO_SHRINK_RANKS][ZO_SHRINK_LDS];
+    __shared__ __align__(16) float xs[ZO_SHRINK_ROWS][ZO_SHRINK_LDS];
+    __shared__ __align__(16) float fs[ZO_SHRINK_RANKS][ZO_SHRINK_LDS];
     __shared__ float res[ZO_SHRINK_ROWS][ZO_SHRINK_RANKS];
     __shared__ int row_dir[ZO_SHRINK_ROWS];
     __shared__ float row_sc[ZO_SHRINK_ROWS];
@@ -117,8 +119,7 @@ __device__ __forceinline__ void zo_adapter_shrink_impl(ZoShrinkParams p, T* __re
         for (int a = 0; a < 2; a++)
 #pragma unroll
             for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) acc[a][kk] = 0.0f;
-        ZoRngStream zs;
-        if (pass > 0) zs = dir_stream[pass - 1];
+        const ZoRngStream zs = dir_stream[pass > 0 ? pass - 1 : 0];
 
         for (uint32_t kc = 0; kc < p.k; kc += ZO_SHRINK_KC) {
             const uint32_t width = min(ZO_SHRINK_KC, (int)(p.k - kc));
@@ -136,7 +137,8 @@ __device__ __forceinline__ void zo_adapter_shrink_impl(ZoShrinkParams p, T* __re
                 const T* src = x + (uint64_t)t * p.ld + kc + c;
                 if (p.vec && c + VEC <= (int)width) {
                     const ZoAdapterVec16 v = *reinterpret_cast<const ZoAdapterVec16*>(src);
-                    const T* ev = reinterpret_cast<const T*>(&v);
+                    T ev[VEC];
+                    memcpy(ev, &v, sizeof(v));
 #pragma unroll
                     for (int i = 0; i < VEC; i++) xs[r][c + i] = zo_f32(ev[i]);
                 } else {

@@ -19,10 +19,12 @@ pub mod params {
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
 }
 
+pub mod adapter;
 mod guarded;
 pub mod rng;
 #[doc(hidden)]
 pub mod selftest;
+pub mod update;
 
 pub use guarded::GuardedVec;
 

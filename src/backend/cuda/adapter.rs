@@ -13,33 +13,23 @@ use cudarc::driver::{CudaSlice, DeviceRepr};
 
 use super::device::CudaDevice;
 use super::DType;
-use crate::perturb::augment::{AugSite, SHRINK_RANKS, SHRINK_ROWS};
+use crate::perturb::augment::AugSite;
 use crate::perturb::Segment;
 use crate::{Error, Result};
 
-/// Threads of a shrink block (8 row pairs × 16 lanes; fixed by csrc/adapter.cu).
-const SHRINK_THREADS: u32 = 128;
-/// Threads of a pack block, and the most blocks a pack launches (it grid-strides beyond).
-const PACK_THREADS: u32 = 256;
-const PACK_MAX_GRID: u64 = 4096;
-
-/// (grid, block, dynamic shared memory bytes).
+/// (grid, block, dynamic shared memory bytes) of a raw launch.
 pub type LaunchDims = ((u32, u32, u32), (u32, u32, u32), u32);
 
-/// Launch shape of `zo_adapter_shrink_<T>`: one block per 16 rows × 16 rank components.
+/// [`crate::backend::launch::shrink_launch_config`] as a tuple.
 #[doc(hidden)]
 pub fn shrink_launch_config(rows: usize, rank: usize) -> LaunchDims {
-    let gx = rows.div_ceil(SHRINK_ROWS).max(1) as u32;
-    let gy = rank.div_ceil(SHRINK_RANKS).max(1) as u32;
-    ((gx, gy, 1), (SHRINK_THREADS, 1, 1), 0)
+    crate::backend::launch::shrink_launch_config(rows, rank).tuple()
 }
 
-/// Launch shape of `zo_adapter_pack_<T>`: one thread per element of the site's block.
+/// [`crate::backend::launch::pack_launch_config`] as a tuple.
 #[doc(hidden)]
 pub fn pack_launch_config(out: usize, width: usize) -> LaunchDims {
-    let n = (out * width) as u64;
-    let grid = n.div_ceil(PACK_THREADS as u64).clamp(1, PACK_MAX_GRID) as u32;
-    ((grid, 1, 1), (PACK_THREADS, 1, 1), 0)
+    crate::backend::launch::pack_launch_config(out, width).tuple()
 }
 
 /// A plan's segments on the device with each segment's direction and the plan's direction
@@ -54,6 +44,15 @@ pub struct DeviceSegments {
     seg_dir: CudaSlice<u32>,
     #[cfg(zo_kernels)]
     seeds: CudaSlice<u64>,
+}
+
+impl std::fmt::Debug for DeviceSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSegments")
+            .field("segments", &self.n_segs)
+            .field("dirs", &self.dirs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DeviceSegments {
@@ -316,7 +315,7 @@ impl CudaDevice {
             tensor: site.tensor_id,
             // cudarc allocations are 256-byte aligned; rows stay 16-byte aligned when ld is a
             // multiple of 16 bytes.
-            vec: (site.ld * dtype.size() % 16 == 0) as u32,
+            vec: (site.ld * dtype.size()).is_multiple_of(16) as u32,
             pad_begin: pad.start as u32,
             pad_end: pad.end.max(pad.start) as u32,
             scale: site.scale,

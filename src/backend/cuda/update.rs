@@ -16,9 +16,6 @@ use crate::perturb::lowrank::BankStep;
 use crate::perturb::Dist;
 use crate::{Error, Result};
 
-const THREADS: u32 = 256;
-const MAX_GRID: u64 = 8192;
-
 /// A rows × cols tensor stored with row stride `ld` (`ld > cols` for a weight inside an
 /// augmented `[out][K_aug]` buffer). Element (i, j) has RNG index `i·cols + j`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,32 +43,22 @@ impl Strided {
     }
 }
 
-/// Launch shape of the per-element update kernels (seeded axpy, momentum): one thread per
-/// Philox block of 4 elements, grid-stride beyond `MAX_GRID` blocks.
+/// [`crate::backend::launch::axpy_launch_config`] as a tuple.
 #[doc(hidden)]
 pub fn axpy_launch_config(n: usize) -> LaunchDims {
-    let grid = (n as u64)
-        .div_ceil(4)
-        .div_ceil(THREADS as u64)
-        .clamp(1, MAX_GRID) as u32;
-    ((grid, 1, 1), (THREADS, 1, 1), 0)
+    crate::backend::launch::axpy_launch_config(n).tuple()
 }
 
-/// Launch shape of `zo_factor_merge_<T>`: x covers the K columns, y the rows (grid-stride past
-/// 65535).
+/// [`crate::backend::launch::merge_launch_config`] as a tuple.
 #[doc(hidden)]
 pub fn merge_launch_config(out: usize, k: usize) -> LaunchDims {
-    let gx = k.div_ceil(THREADS as usize).max(1) as u32;
-    let gy = out.clamp(1, 65535) as u32;
-    ((gx, gy, 1), (THREADS, 1, 1), 0)
+    crate::backend::launch::merge_launch_config(out, k).tuple()
 }
 
-/// Launch shape of `zo_lowrank_basis` (`n = r²`) and `zo_lowrank_project` (`n = r·out`): one
-/// thread per output.
+/// [`crate::backend::launch::basis_launch_config`] as a tuple.
 #[doc(hidden)]
 pub fn basis_launch_config(n: usize) -> LaunchDims {
-    let grid = n.div_ceil(THREADS as usize).max(1) as u32;
-    ((grid, 1, 1), (THREADS, 1, 1), 0)
+    crate::backend::launch::basis_launch_config(n).tuple()
 }
 
 /// How a merge reads the left factor `b` (rank components `kk`, output rows `i`).

@@ -2,9 +2,13 @@
 //! `backend::cuda` and the CPU emulation tests (crate `zo-emu`), so that both run a kernel
 //! with the same grid. Compiled with or without the `cuda` feature.
 
+mod adapter;
 mod rng;
+mod update;
 
+pub use adapter::{pack_launch_config, shrink_launch_config};
 pub use rng::rng_draw_launch_config;
+pub use update::{axpy_launch_config, basis_launch_config, merge_launch_config};
 
 /// Grid, block and dynamic shared memory of one launch, in cudarc's `LaunchConfig` terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,13 @@ impl LaunchDims {
             block: (block, 1, 1),
             smem: 0,
         }
+    }
+}
+
+impl LaunchDims {
+    /// (grid, block, dynamic shared memory bytes).
+    pub fn tuple(self) -> ((u32, u32, u32), (u32, u32, u32), u32) {
+        (self.grid, self.block, self.smem)
     }
 }
 
