@@ -7,7 +7,7 @@ mod ops_cases;
 
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use ops_cases::*;
-use zo::backend::cuda::{CudaDevice, LossLayout, Logits};
+use zo::backend::cuda::{CudaDevice, Logits, LossLayout};
 use zo::plan::{classification_scores, Plan, TokenizedExample, Variant};
 
 fn device() -> Option<CudaDevice> {
@@ -45,8 +45,13 @@ fn candidate_logprobs_match_the_twin_within_the_rule() {
             vocab: case.vocab,
             ld: case.ld,
         };
-        dev.candidate_logprobs(l, &queries, Some(&mut lse as &mut dyn DevicePtrMut<f32>), &mut lp)
-            .unwrap();
+        dev.candidate_logprobs(
+            l,
+            &queries,
+            Some(&mut lse as &mut dyn DevicePtrMut<f32>),
+            &mut lp,
+        )
+        .unwrap();
         case.check("gpu", &down(&dev, &lse), &down(&dev, &lp));
 
         // Without the lse output the log-probs are the same.
@@ -102,8 +107,16 @@ fn plan_scoring_chain_matches_the_twin() {
         ex(&[1], &[&[2, 3, 4], &[5, 6]], 1),
     ];
     let variants = [
-        Variant { seed: 3, sign: 1, eps: 1e-3 },
-        Variant { seed: 3, sign: -1, eps: 1e-3 },
+        Variant {
+            seed: 3,
+            sign: 1,
+            eps: 1e-3,
+        },
+        Variant {
+            seed: 3,
+            sign: -1,
+            eps: 1e-3,
+        },
     ];
     let plan = Plan::build(&examples, &variants).unwrap();
     let layout = LossLayout::new(&plan).unwrap();
@@ -136,7 +149,12 @@ fn plan_scoring_chain_matches_the_twin() {
     let twin = classification_scores(&plan, &twin_lp);
     for (e, (g, t)) in gpu.iter().zip(&twin).enumerate() {
         assert_eq!(g.pred, t.pred, "example {e}");
-        assert!((g.loss - t.loss).abs() <= 1e-4, "example {e}: {} vs {}", g.loss, t.loss);
+        assert!(
+            (g.loss - t.loss).abs() <= 1e-4,
+            "example {e}: {} vs {}",
+            g.loss,
+            t.loss
+        );
         for (a, b) in g.candidate_scores.iter().zip(&t.candidate_scores) {
             assert!((a - b).abs() <= 1e-4, "example {e}: {a} vs {b}");
         }

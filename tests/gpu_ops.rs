@@ -107,13 +107,19 @@ fn embeddings_equal_the_twin_bit_for_bit() {
         };
 
         let mut x = up(&dev, &sentinel_f32s(n));
-        dev.embed(t, case.width, &tokens, words_t(), None, &mut x).unwrap();
+        dev.embed(t, case.width, &tokens, words_t(), None, &mut x)
+            .unwrap();
         let plain = down(&dev, &x);
         assert_bits(&format!("embed {what}"), &plain, &case.twin(false));
 
         let mut x = up(&dev, &sentinel_f32s(n));
-        dev.embed(t, case.width, &tokens, words_t(), Some(pos()), &mut x).unwrap();
-        assert_bits(&format!("embed+positions {what}"), &down(&dev, &x), &case.twin(true));
+        dev.embed(t, case.width, &tokens, words_t(), Some(pos()), &mut x)
+            .unwrap();
+        assert_bits(
+            &format!("embed+positions {what}"),
+            &down(&dev, &x),
+            &case.twin(true),
+        );
 
         // Separately added positions (a projection between the two) give the same sums.
         let mut x = up(&dev, &plain);
@@ -147,20 +153,36 @@ fn elementwise_row_ops_equal_the_twins_bit_for_bit() {
         let mut dst = up(&dev, &case.dst);
         let bias = up(&dev, &encode(t, &case.bias));
         dev.bias_add(t, shape, &mut dst, &bias).unwrap();
-        assert_bits(&format!("bias {what}"), &down(&dev, &dst), &case.want_bias());
+        assert_bits(
+            &format!("bias {what}"),
+            &down(&dev, &dst),
+            &case.want_bias(),
+        );
 
         let mut dst = up(&dev, &case.dst);
         dev.scale_f32(shape, case.value, &mut dst).unwrap();
-        assert_bits(&format!("scale {what}"), &down(&dev, &dst), &case.want_scale());
+        assert_bits(
+            &format!("scale {what}"),
+            &down(&dev, &dst),
+            &case.want_scale(),
+        );
 
         let mut dst = up(&dev, &case.dst);
         let idx = up(&dev, &case.idx);
         dev.gather_rows_f32(shape, &idx, &src, &mut dst).unwrap();
-        assert_bits(&format!("gather {what}"), &down(&dev, &dst), &case.want_gather());
+        assert_bits(
+            &format!("gather {what}"),
+            &down(&dev, &dst),
+            &case.want_gather(),
+        );
 
         let mut dst = up(&dev, &case.dst_storage_init());
         dev.to_storage(t, shape, &src, &mut dst).unwrap();
-        assert_eq!(down(&dev, &dst), case.want_to_storage(), "to_storage {what}");
+        assert_eq!(
+            down(&dev, &dst),
+            case.want_to_storage(),
+            "to_storage {what}"
+        );
 
         let mut dst = up(&dev, &case.dst_storage_init());
         dev.fill(t, shape, case.value, &mut dst).unwrap();
@@ -169,7 +191,11 @@ fn elementwise_row_ops_equal_the_twins_bit_for_bit() {
         let stored = up(&dev, &case.src_storage());
         let mut dst = up(&dev, &case.dst);
         dev.from_storage(t, shape, &stored, &mut dst).unwrap();
-        assert_bits(&format!("from_storage {what}"), &down(&dev, &dst), &case.want_from_storage());
+        assert_bits(
+            &format!("from_storage {what}"),
+            &down(&dev, &dst),
+            &case.want_from_storage(),
+        );
     }
 }
 
@@ -206,9 +232,18 @@ fn bad_shapes_are_errors_not_launches() {
         b: None,
     };
     let e = dev
-        .norm(zo::backend::cuda::DType::Bf16, &nw, RowShape::dense(10, 64), &x, &mut out)
+        .norm(
+            zo::backend::cuda::DType::Bf16,
+            &nw,
+            RowShape::dense(10, 64),
+            &x,
+            &mut out,
+        )
         .unwrap_err();
-    assert!(matches!(e, Error::Data(_)) && e.to_string().contains("norm output"), "{e}");
+    assert!(
+        matches!(e, Error::Data(_)) && e.to_string().contains("norm output"),
+        "{e}"
+    );
     let mut y = up(&dev, &vec![0f32; 64]);
     let e = dev
         .add_f32(RowShape::dense(2, 64).with_ld(32, 64), &mut y, &x)
@@ -216,7 +251,12 @@ fn bad_shapes_are_errors_not_launches() {
     assert!(e.to_string().contains("stride"), "{e}");
     let mut out16 = up(&dev, &vec![0f32; 64]);
     let e = dev
-        .to_storage(zo::backend::cuda::DType::Bf16, RowShape::dense(1, 64), &x, &mut out16)
+        .to_storage(
+            zo::backend::cuda::DType::Bf16,
+            RowShape::dense(1, 64),
+            &x,
+            &mut out16,
+        )
         .unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
 }

@@ -19,6 +19,8 @@ pub mod params {
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
 }
 
+pub mod loss;
+pub mod ops;
 pub mod rng;
 #[doc(hidden)]
 pub mod selftest;

@@ -2,8 +2,12 @@
 //! `backend::cuda` and the CPU emulation tests (crate `zo-emu`), so that both run a kernel
 //! with the same grid. Compiled with or without the `cuda` feature.
 
+mod loss;
+mod ops;
 mod rng;
 
+pub use loss::{classification_launch_config, logprob_launch_config};
+pub use ops::{norm_launch_config, row_launch_config};
 pub use rng::rng_draw_launch_config;
 
 /// Grid, block and dynamic shared memory of one launch, in cudarc's `LaunchConfig` terms.
