@@ -289,3 +289,52 @@ impl CudaDevice {
         unsafe { args.launch(&func, name, params, cfg) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{TokenizedExample, Variant};
+
+    #[test]
+    fn layout_flattens_a_plan() {
+        let ex = |p: &[u32], c: &[&[u32]], g| TokenizedExample {
+            prompt: p.to_vec(),
+            candidates: c.iter().map(|c| c.to_vec()).collect(),
+            gold: g,
+        };
+        let plan = Plan::build(
+            &[ex(&[5, 6], &[&[1], &[2]], 1), ex(&[7], &[&[3, 4], &[9]], 0)],
+            &[Variant::BASE],
+        )
+        .unwrap();
+        let l = LossLayout::new(&plan).unwrap();
+        // Tokens: [5 6] [7 3] [7]; queries at rows 1, 1, 2, 3, 4.
+        assert_eq!(l.rows, vec![1, 2, 3, 4]);
+        assert_eq!(l.queries, vec![0, 1, 0, 2, 1, 3, 2, 4, 3, 9]);
+        assert_eq!(l.candidates, vec![0, 1, 1, 2, 2, 4, 4, 5]);
+        assert_eq!(l.example_offsets, vec![0, 2, 4]);
+        assert_eq!(l.gold, vec![1, 0]);
+        let s = l.scores(&[0.5, 0.25], &[1, 0], &[-1.0, -2.0, -3.0, -4.0]);
+        assert_eq!(s[1].candidate_scores, vec![-3.0, -4.0]);
+        assert_eq!(s[0].pred, 1);
+    }
+
+    #[test]
+    fn layout_refuses_bad_ranges() {
+        let mut plan = Plan::build(
+            &[TokenizedExample {
+                prompt: vec![1],
+                candidates: vec![vec![2], vec![3]],
+                gold: 0,
+            }],
+            &[Variant::BASE],
+        )
+        .unwrap();
+        plan.examples[0].candidates[1] = 1..5;
+        let e = LossLayout::new(&plan).unwrap_err();
+        assert!(e.to_string().contains("candidate 1"), "{e}");
+        plan.examples[0].candidates[1] = 1..2;
+        plan.examples[0].gold = 2;
+        assert!(LossLayout::new(&plan).is_err());
+    }
+}

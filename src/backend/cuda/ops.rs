@@ -826,3 +826,34 @@ impl CudaDevice {
         self.launch_ops(name, &p, row_launch_config(shape.rows, shape.width), args)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_extents() {
+        // 3 rows of 5 at stride 8: the last row ends at 2·8 + 5.
+        assert!(check_rows("x", 21, 3, 5, 8).is_ok());
+        let e = check_rows("x", 20, 3, 5, 8).unwrap_err();
+        assert!(e.to_string().contains("need 21 elements"), "{e}");
+        assert!(check_rows("x", 100, 3, 9, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("stride 8"));
+        assert!(check_rows("x", 0, 0, 9, 9).is_ok());
+        assert!(check_rows("x", usize::MAX, usize::MAX, 2, 2).is_err());
+        assert_eq!(rows_in(21, 5, 8), 3);
+        assert_eq!(rows_in(20, 5, 8), 2);
+        assert_eq!(rows_in(4, 5, 8), 0);
+    }
+
+    #[test]
+    fn storage_lengths_count_elements_of_the_dtype() {
+        assert_eq!(storage_len::<u8>("w", 10, DType::Bf16).unwrap(), 5);
+        assert_eq!(storage_len::<u16>("w", 10, DType::F16).unwrap(), 10);
+        assert_eq!(storage_len::<f32>("w", 10, DType::F32).unwrap(), 10);
+        let e = storage_len::<f32>("w", 10, DType::Bf16).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    }
+}
