@@ -134,7 +134,7 @@ pub fn extent(rows: u32, width: u32, ld: u32) -> u64 {
 fn check_storage(what: &str, buf: &[u8], st: Storage, n: u64) {
     check_len(what, buf, n * st.size() as u64);
     assert!(
-        buf.as_ptr() as usize % st.size() == 0,
+        (buf.as_ptr() as usize).is_multiple_of(st.size()),
         "{what}: buffer not aligned to {}-byte elements",
         st.size()
     );
