@@ -35,11 +35,6 @@ __device__ __forceinline__ float zo_loss_block_sum(float v, float* scratch) {
     return zo_warp_sum(lane < warps ? scratch[lane] : 0.0f);
 }
 
-// Four logits in one 16-byte load.
-struct alignas(16) ZoLossF4 {
-    float v[4];
-};
-
 // One block per scoring row. Rows whose start is 16-byte aligned (vocab 49152 and 50272 with
 // a dense buffer) are read four floats at a time; others element by element.
 extern "C" __global__ void zo_candidate_logprobs(ZoLogprobParams p,
@@ -53,13 +48,12 @@ extern "C" __global__ void zo_candidate_logprobs(ZoLogprobParams p,
     const float* row = logits + (size_t)r * p.ld;
     const bool vec = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
     const uint32_t n4 = vec ? p.vocab / 4 : 0;
-    const ZoLossF4* row4 = reinterpret_cast<const ZoLossF4*>(row);
+    const float4* row4 = reinterpret_cast<const float4*>(row);
 
     float m = __uint_as_float(0xff800000u);
     for (uint32_t i = threadIdx.x; i < n4; i += blockDim.x) {
-        const ZoLossF4 v = row4[i];
-#pragma unroll
-        for (int l = 0; l < 4; l++) m = fmaxf(m, v.v[l]);
+        const float4 v = row4[i];
+        m = fmaxf(fmaxf(fmaxf(fmaxf(m, v.x), v.y), v.z), v.w);
     }
     for (uint32_t c = 4 * n4 + threadIdx.x; c < p.vocab; c += blockDim.x) m = fmaxf(m, row[c]);
     m = zo_loss_block_max(m, scratch);
@@ -69,9 +63,11 @@ extern "C" __global__ void zo_candidate_logprobs(ZoLogprobParams p,
     if (zo_loss_finite(m)) {
         float s = 0.0f;
         for (uint32_t i = threadIdx.x; i < n4; i += blockDim.x) {
-            const ZoLossF4 v = row4[i];
-#pragma unroll
-            for (int l = 0; l < 4; l++) s = __fadd_rn(s, expf(__fsub_rn(v.v[l], m)));
+            const float4 v = row4[i];
+            s = __fadd_rn(s, expf(__fsub_rn(v.x, m)));
+            s = __fadd_rn(s, expf(__fsub_rn(v.y, m)));
+            s = __fadd_rn(s, expf(__fsub_rn(v.z, m)));
+            s = __fadd_rn(s, expf(__fsub_rn(v.w, m)));
         }
         for (uint32_t c = 4 * n4 + threadIdx.x; c < p.vocab; c += blockDim.x)
             s = __fadd_rn(s, expf(__fsub_rn(row[c], m)));

@@ -143,8 +143,8 @@ __device__ __forceinline__ float zo_ops_activate(float x, uint32_t act) {
         // x / (1 + exp(-x))
         return __fdiv_rn(x, __fadd_rn(1.0f, expf(-x)));
     case ZO_ACT_RELU:
-        // Rust's f32::max: a NaN input gives 0, as fmaxf does.
-        return fmaxf(x, 0.0f);
+        // As the twin's x.max(0): NaN gives 0, and so does -0 (fmaxf may keep the -0).
+        return x > 0.0f ? x : 0.0f;
     default:
         // 0.5 * x * (1 + erf(x * FRAC_1_SQRT_2)), left to right.
         return __fmul_rn(__fmul_rn(0.5f, x),

@@ -21,6 +21,8 @@ pub mod params {
 
 pub mod adapter;
 mod guarded;
+pub mod loss;
+pub mod ops;
 pub mod rng;
 #[doc(hidden)]
 pub mod selftest;

@@ -196,7 +196,17 @@ mod tests {
         }
         archs.sort();
         assert_eq!(archs, [80, 90], "SASS targets in the fatbin");
-        for name in ["zo_rng_draw_f32", "zo_rng_draw_u32"] {
+        for name in [
+            "zo_rng_draw_f32",
+            "zo_rng_draw_u32",
+            "zo_embed_bf16",
+            "zo_norm_f16",
+            "zo_act_f32",
+            "zo_add_f32",
+            "zo_gather_rows_f32",
+            "zo_candidate_logprobs",
+            "zo_classification_loss",
+        ] {
             assert!(contains(FATBIN, name.as_bytes()), "{name} missing");
         }
     }

@@ -246,7 +246,8 @@ impl Forward<'_> {
             write_lse: 0,
             reserved: 0,
         };
-        let (grid, block, smem) = super::loss::logprob_launch_config(r, v);
+        let d = crate::backend::launch::logprob_launch_config(r, v);
+        let (grid, block, smem) = (d.grid.0, d.block.0, d.smem);
         // SAFETY: logits r·v, query pairs nq, output nq; lse unused (write_lse = 0).
         unsafe {
             b.dev.launch_raw(
@@ -293,7 +294,7 @@ impl Forward<'_> {
             self.b.dev.launch_raw(
                 self.k("zo_embed"),
                 (t as u32, 1, 1),
-                (super::ops::row_launch_config(t, c.hidden_size).1, 1, 1),
+                crate::backend::launch::row_launch_config(t, c.hidden_size).block,
                 0,
                 &p,
                 &[pb.tokens, pb.positions, m.embed.ptr(), pos_ptr, x],
@@ -338,7 +339,8 @@ impl Forward<'_> {
             flags,
             eps: n.eps,
         };
-        let (grid, block, smem) = super::ops::norm_launch_config(rows, n.width);
+        let d = crate::backend::launch::norm_launch_config(rows, n.width);
+        let (grid, block, smem) = (d.grid.0, d.block.0, d.smem);
         // SAFETY: x holds t rows of width fp32, out rows·ld_out T; w/b width T or null.
         unsafe {
             self.b.dev.launch_raw(
@@ -547,7 +549,8 @@ impl Forward<'_> {
             act: act_code(self.b.model.config.activation)?,
             gated: gated as u32,
         };
-        let (grid, block, smem) = super::ops::row_launch_config(t, width);
+        let d = crate::backend::launch::row_launch_config(t, width);
+        let (grid, block, smem) = (d.grid.0, d.block.0, d.smem);
         // SAFETY: mid t·ld_in fp32, out t·ld_out T.
         unsafe {
             self.b.dev.launch_raw(

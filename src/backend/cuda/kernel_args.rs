@@ -85,7 +85,7 @@ impl<'a> KernelArgs<'a> {
     }
 
     fn push(&mut self, what: &str, ptr: u64, align: usize) -> Result<&mut Self> {
-        if ptr % align as u64 != 0 {
+        if !ptr.is_multiple_of(align as u64) {
             return Err(Error::Data(format!(
                 "{what}: device address {ptr:#x} is not aligned to its {align}-byte elements"
             )));

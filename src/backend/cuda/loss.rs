@@ -10,6 +10,9 @@ use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::device::CudaDevice;
 use super::ops::check_u32;
+use super::params::*;
+#[cfg(zo_kernels)]
+use crate::backend::launch::{classification_launch_config, logprob_launch_config, LaunchDims};
 use crate::plan::{ExampleScore, Plan};
 use crate::{Error, Result};
 
@@ -116,27 +119,9 @@ pub struct Logits<'a> {
     pub ld: usize,
 }
 
-/// Launch configuration (grid, block, dynamic shared memory bytes) of zo_candidate_logprobs:
-/// one block per row, 1024 threads for a large vocabulary (a row of 50k logits is read twice,
-/// four floats per load).
-#[doc(hidden)]
-pub fn logprob_launch_config(rows: usize, vocab: usize) -> (u32, u32, u32) {
-    let threads = vocab.div_ceil(4).next_multiple_of(32).clamp(32, 1024);
-    (rows as u32, threads as u32, 0)
-}
-
-/// Launch configuration of zo_classification_loss: one thread per example.
-#[doc(hidden)]
-pub fn classification_launch_config(n_examples: usize) -> (u32, u32, u32) {
-    const THREADS: usize = 128;
-    (n_examples.div_ceil(THREADS) as u32, THREADS as u32, 0)
-}
-
-#[cfg(zo_kernels)]
 // SAFETY: plain #[repr(C)] structs of integers, passed to kernels by value.
-unsafe impl cudarc::driver::DeviceRepr for super::params::ZoLogprobParams {}
-#[cfg(zo_kernels)]
-unsafe impl cudarc::driver::DeviceRepr for super::params::ZoClassifyParams {}
+unsafe impl cudarc::driver::DeviceRepr for ZoLogprobParams {}
+unsafe impl cudarc::driver::DeviceRepr for ZoClassifyParams {}
 
 impl CudaDevice {
     /// Per scoring row, `lse = log Σ exp(logits[row])` (written to `lse` when given, `[rows]`),
@@ -191,7 +176,7 @@ impl CudaDevice {
         }
         #[cfg(zo_kernels)]
         {
-            let p = super::params::ZoLogprobParams {
+            let p = ZoLogprobParams {
                 rows: logits.rows as u32,
                 vocab: logits.vocab as u32,
                 ld: logits.ld as u32,
@@ -264,7 +249,7 @@ impl CudaDevice {
         }
         #[cfg(zo_kernels)]
         {
-            let p = super::params::ZoClassifyParams {
+            let p = ZoClassifyParams {
                 n_examples: n_ex as u32,
                 n_candidates: n_c as u32,
                 n_queries: query_logprobs.len() as u32,
@@ -293,18 +278,63 @@ impl CudaDevice {
         &self,
         name: &'static str,
         params: &P,
-        (grid, block, smem): (u32, u32, u32),
+        dims: LaunchDims,
         args: super::kernel_args::KernelArgs<'_>,
     ) -> Result<()> {
         let func = self.function(name)?;
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = dims.into();
         // SAFETY: the wrappers collect exactly the kernel's pointers in order after checking
         // every size the kernel derives its accesses from; indices read from device memory
         // are bounds-checked by the kernels.
         unsafe { args.launch(&func, name, params, cfg) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{TokenizedExample, Variant};
+
+    #[test]
+    fn layout_flattens_a_plan() {
+        let ex = |p: &[u32], c: &[&[u32]], g| TokenizedExample {
+            prompt: p.to_vec(),
+            candidates: c.iter().map(|c| c.to_vec()).collect(),
+            gold: g,
+        };
+        let plan = Plan::build(
+            &[ex(&[5, 6], &[&[1], &[2]], 1), ex(&[7], &[&[3, 4], &[9]], 0)],
+            &[Variant::BASE],
+        )
+        .unwrap();
+        let l = LossLayout::new(&plan).unwrap();
+        // Tokens: [5 6] [7 3] [7]; queries at rows 1, 1, 2, 3, 4.
+        assert_eq!(l.rows, vec![1, 2, 3, 4]);
+        assert_eq!(l.queries, vec![0, 1, 0, 2, 1, 3, 2, 4, 3, 9]);
+        assert_eq!(l.candidates, vec![0, 1, 1, 2, 2, 4, 4, 5]);
+        assert_eq!(l.example_offsets, vec![0, 2, 4]);
+        assert_eq!(l.gold, vec![1, 0]);
+        let s = l.scores(&[0.5, 0.25], &[1, 0], &[-1.0, -2.0, -3.0, -4.0]);
+        assert_eq!(s[1].candidate_scores, vec![-3.0, -4.0]);
+        assert_eq!(s[0].pred, 1);
+    }
+
+    #[test]
+    fn layout_refuses_bad_ranges() {
+        let mut plan = Plan::build(
+            &[TokenizedExample {
+                prompt: vec![1],
+                candidates: vec![vec![2], vec![3]],
+                gold: 0,
+            }],
+            &[Variant::BASE],
+        )
+        .unwrap();
+        plan.examples[0].candidates[1] = 1..5;
+        let e = LossLayout::new(&plan).unwrap_err();
+        assert!(e.to_string().contains("candidate 1"), "{e}");
+        plan.examples[0].candidates[1] = 1..2;
+        plan.examples[0].gold = 2;
+        assert!(LossLayout::new(&plan).is_err());
     }
 }

@@ -46,8 +46,8 @@ pub use buffer::{DBuf, Init};
 pub use device::{kernels_built, CudaDevice};
 pub use dtype::DType;
 pub use gemm::{Gemm, GemmShape};
-pub use loss::{classification_launch_config, logprob_launch_config, Logits, LossLayout};
-pub use ops::{norm_launch_config, row_launch_config, NormWeights, Positions, RowShape, Table};
+pub use loss::{Logits, LossLayout};
+pub use ops::{NormWeights, Positions, RowShape, Table};
 /// A perturbed segment as the kernels read it (csrc/zo_params.h); build it with
 /// `ZoSegment::from(&Segment)`.
 pub use params::ZoSegment;

@@ -15,11 +15,11 @@ use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::device::CudaDevice;
 use super::dtype::DType;
+use super::params::*;
+#[cfg(zo_kernels)]
+use crate::backend::launch::{norm_launch_config, row_launch_config, LaunchDims};
 use crate::model::{Activation, NormKind};
 use crate::{Error, Result};
-
-/// Threads of a block of the elementwise row kernels (fewer for narrow rows).
-const ROW_THREADS: usize = 256;
 
 /// `rows` rows of `width` columns read from a buffer with row stride `ld_in` and written to one
 /// with row stride `ld_out` (elements). Each op says which buffer is which.
@@ -71,23 +71,6 @@ pub struct NormWeights<'a, W> {
     pub eps: f32,
     pub w: Option<&'a dyn DevicePtr<W>>,
     pub b: Option<&'a dyn DevicePtr<W>>,
-}
-
-/// Launch configuration (grid, block, dynamic shared memory bytes) of every elementwise row
-/// kernel (embedding, activation, adds, conversions, gathers, fills): one block per row, the
-/// threads striding over the columns.
-#[doc(hidden)]
-pub fn row_launch_config(rows: usize, width: usize) -> (u32, u32, u32) {
-    let threads = width.next_multiple_of(32).clamp(32, ROW_THREADS);
-    (rows as u32, threads as u32, 0)
-}
-
-/// Launch configuration of the norm kernels: one block per row, about four columns per thread
-/// (up to 1024 threads), so a row's statistics take one block reduction.
-#[doc(hidden)]
-pub fn norm_launch_config(rows: usize, width: usize) -> (u32, u32, u32) {
-    let threads = width.div_ceil(4).next_multiple_of(32).clamp(32, 1024);
-    (rows as u32, threads as u32, 0)
 }
 
 /// The kernel instance for a storage type: `typed!("zo_norm", dtype)` is "zo_norm_bf16" etc.
@@ -176,11 +159,10 @@ fn check_len(what: &str, len: usize, want: usize) -> Result<()> {
 }
 
 fn activation_code(act: Activation) -> u32 {
-    // csrc/params/ops.h: ZO_ACT_SILU 0, ZO_ACT_RELU 1, ZO_ACT_GELU 2.
     match act {
-        Activation::Silu => 0,
-        Activation::Relu => 1,
-        Activation::Gelu => 2,
+        Activation::Silu => ZO_ACT_SILU,
+        Activation::Relu => ZO_ACT_RELU,
+        Activation::Gelu => ZO_ACT_GELU,
     }
 }
 
@@ -207,13 +189,13 @@ impl CudaDevice {
         let len = storage_len::<S>("token embeddings", words.data.len(), dtype)?;
         check_rows("token embeddings", len, words.rows, width, width)?;
         check_rows("embedding output x", x.len(), n, width, width)?;
-        let mut flags = 1; // ZO_EMBED_TOKENS
+        let mut flags = ZO_EMBED_TOKENS;
         let (mut n_pos, mut offset) = (0, 0);
         if let Some(p) = &positions {
             check_len("embedding positions", p.positions.len(), n)?;
             let len = storage_len::<S>("position embeddings", p.table.data.len(), dtype)?;
             check_rows("position embeddings", len, p.table.rows, width, width)?;
-            flags |= 2; // ZO_EMBED_POSITIONS
+            flags |= ZO_EMBED_POSITIONS;
             n_pos = p.table.rows;
             offset = p.offset;
         }
@@ -224,7 +206,7 @@ impl CudaDevice {
         }
         #[cfg(zo_kernels)]
         {
-            let p = super::params::ZoEmbedParams {
+            let p = ZoEmbedParams {
                 n_tokens: n as u32,
                 width: width as u32,
                 ld: width as u32,
@@ -286,14 +268,14 @@ impl CudaDevice {
         }
         #[cfg(zo_kernels)]
         {
-            let p = super::params::ZoEmbedParams {
+            let p = ZoEmbedParams {
                 n_tokens: n as u32,
                 width: width as u32,
                 ld: width as u32,
                 vocab: 0,
                 n_pos: positions.table.rows as u32,
                 pos_offset: positions.offset,
-                flags: super::params::ZO_EMBED_POSITIONS,
+                flags: ZO_EMBED_POSITIONS,
                 reserved: 0,
             };
             let mut a = super::kernel_args::KernelArgs::new(self.stream());
@@ -416,7 +398,7 @@ impl CudaDevice {
         }
         #[cfg(zo_kernels)]
         {
-            let p = super::params::ZoActParams {
+            let p = ZoActParams {
                 rows: shape.rows as u32,
                 width: shape.width as u32,
                 ld_in: shape.ld_in as u32,
@@ -707,7 +689,6 @@ impl CudaDevice {
             a.read("norm input x", x, 4)?;
             a.write("norm output", out, dtype.size())?;
             let cfg = norm_launch_config(shape.rows, shape.width);
-            let p = super::params::ZoNormParams::from(p);
             self.launch_ops(typed!("zo_norm", dtype), &p, cfg, a)
         }
         #[cfg(not(zo_kernels))]
@@ -738,7 +719,6 @@ impl CudaDevice {
             a.write("norm residual x", x, 4)?;
             a.write("norm output", out, dtype.size())?;
             let cfg = norm_launch_config(shape.rows, shape.width);
-            let p = super::params::ZoNormParams::from(p);
             self.launch_ops(typed!("zo_norm", dtype), &p, cfg, a)
         }
         #[cfg(not(zo_kernels))]
@@ -759,7 +739,7 @@ fn norm_params<W, S>(
     in_place: bool,
     n_src: usize,
     out_len: usize,
-) -> Result<NormParams> {
+) -> Result<ZoNormParams> {
     for (what, t) in [("norm weight", norm.w), ("norm bias", norm.b)] {
         if let Some(t) = t {
             let len = storage_len::<W>(what, t.len(), dtype)?;
@@ -777,72 +757,37 @@ fn norm_params<W, S>(
     }
     let mut flags = 0;
     if norm.w.is_some() {
-        flags |= 1; // ZO_NORM_HAS_W
+        flags |= ZO_NORM_HAS_W;
     }
     if norm.b.is_some() {
-        flags |= 2; // ZO_NORM_HAS_B
+        flags |= ZO_NORM_HAS_B;
     }
     if gather {
-        flags |= 4; // ZO_NORM_GATHER
+        flags |= ZO_NORM_GATHER;
     }
     if in_place {
-        flags |= 8; // ZO_NORM_IN_PLACE
+        flags |= ZO_NORM_IN_PLACE;
     }
-    Ok(NormParams {
+    Ok(ZoNormParams {
         rows: shape.rows as u32,
         width: shape.width as u32,
         ld_in: shape.ld_in as u32,
         ld_out: shape.ld_out as u32,
         n_src_rows: n_src as u32,
         kind: match norm.kind {
-            NormKind::Rms => 0, // ZO_NORM_RMS
-            NormKind::Layer => 1,
+            NormKind::Rms => ZO_NORM_RMS,
+            NormKind::Layer => ZO_NORM_LAYER,
         },
         flags,
         eps: norm.eps,
     })
 }
 
-/// The fields of `ZoNormParams`, built without the generated bindings so that the checks run
-/// in builds without kernels too.
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(zo_kernels), allow(dead_code))]
-struct NormParams {
-    rows: u32,
-    width: u32,
-    ld_in: u32,
-    ld_out: u32,
-    n_src_rows: u32,
-    kind: u32,
-    flags: u32,
-    eps: f32,
-}
-
-#[cfg(zo_kernels)]
-impl From<NormParams> for super::params::ZoNormParams {
-    fn from(p: NormParams) -> Self {
-        super::params::ZoNormParams {
-            rows: p.rows,
-            width: p.width,
-            ld_in: p.ld_in,
-            ld_out: p.ld_out,
-            n_src_rows: p.n_src_rows,
-            kind: p.kind,
-            flags: p.flags,
-            eps: p.eps,
-        }
-    }
-}
-
 // SAFETY: plain #[repr(C)] structs of integers and floats, passed to kernels by value.
-#[cfg(zo_kernels)]
-unsafe impl cudarc::driver::DeviceRepr for super::params::ZoEmbedParams {}
-#[cfg(zo_kernels)]
-unsafe impl cudarc::driver::DeviceRepr for super::params::ZoNormParams {}
-#[cfg(zo_kernels)]
-unsafe impl cudarc::driver::DeviceRepr for super::params::ZoActParams {}
-#[cfg(zo_kernels)]
-unsafe impl cudarc::driver::DeviceRepr for super::params::ZoRowsParams {}
+unsafe impl cudarc::driver::DeviceRepr for ZoEmbedParams {}
+unsafe impl cudarc::driver::DeviceRepr for ZoNormParams {}
+unsafe impl cudarc::driver::DeviceRepr for ZoActParams {}
+unsafe impl cudarc::driver::DeviceRepr for ZoRowsParams {}
 
 #[cfg(zo_kernels)]
 impl CudaDevice {
@@ -850,15 +795,11 @@ impl CudaDevice {
         &self,
         name: &'static str,
         params: &P,
-        (grid, block, smem): (u32, u32, u32),
+        dims: LaunchDims,
         args: super::kernel_args::KernelArgs<'_>,
     ) -> Result<()> {
         let func = self.function(name)?;
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = dims.into();
         // SAFETY: every wrapper above collects exactly the pointers of its kernel's signature,
         // in order, after checking that the rows, strides and widths it passes stay inside
         // each buffer; indices read from device memory are bounds-checked by the kernels.
@@ -874,7 +815,7 @@ impl CudaDevice {
         value: f32,
         args: super::kernel_args::KernelArgs<'_>,
     ) -> Result<()> {
-        let p = super::params::ZoRowsParams {
+        let p = ZoRowsParams {
             rows: shape.rows as u32,
             width: shape.width as u32,
             ld_dst: shape.ld_out as u32,
@@ -883,5 +824,36 @@ impl CudaDevice {
             value,
         };
         self.launch_ops(name, &p, row_launch_config(shape.rows, shape.width), args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_extents() {
+        // 3 rows of 5 at stride 8: the last row ends at 2·8 + 5.
+        assert!(check_rows("x", 21, 3, 5, 8).is_ok());
+        let e = check_rows("x", 20, 3, 5, 8).unwrap_err();
+        assert!(e.to_string().contains("need 21 elements"), "{e}");
+        assert!(check_rows("x", 100, 3, 9, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("stride 8"));
+        assert!(check_rows("x", 0, 0, 9, 9).is_ok());
+        assert!(check_rows("x", usize::MAX, usize::MAX, 2, 2).is_err());
+        assert_eq!(rows_in(21, 5, 8), 3);
+        assert_eq!(rows_in(20, 5, 8), 2);
+        assert_eq!(rows_in(4, 5, 8), 0);
+    }
+
+    #[test]
+    fn storage_lengths_count_elements_of_the_dtype() {
+        assert_eq!(storage_len::<u8>("w", 10, DType::Bf16).unwrap(), 5);
+        assert_eq!(storage_len::<u16>("w", 10, DType::F16).unwrap(), 10);
+        assert_eq!(storage_len::<f32>("w", 10, DType::F32).unwrap(), 10);
+        let e = storage_len::<f32>("w", 10, DType::Bf16).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{e}");
     }
 }

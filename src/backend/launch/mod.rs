@@ -3,10 +3,14 @@
 //! with the same grid. Compiled with or without the `cuda` feature.
 
 mod adapter;
+mod loss;
+mod ops;
 mod rng;
 mod update;
 
 pub use adapter::{pack_launch_config, shrink_launch_config};
+pub use loss::{classification_launch_config, logprob_launch_config};
+pub use ops::{norm_launch_config, row_launch_config};
 pub use rng::rng_draw_launch_config;
 pub use update::{axpy_launch_config, basis_launch_config, merge_launch_config};
 
