@@ -67,8 +67,11 @@ extern "C" __global__ void zo_kv_write(ZoKvWriteParams p, const float* __restric
 // each row's running max / sum (fp32 online softmax), then accumulates p_j * v_j with lane l
 // owning output dims l, l + 32, ...
 //
-// Dynamic shared memory (attention_launch_config): Q [rows][hd], K [keys][hd + 1] (the pad
-// makes the lane-per-key reads conflict-free), V [keys][hd].
+// Dynamic shared memory (attention_launch_config): Q [rows][hd], K, V [keys][hd]. The score
+// phase reads K with one lane per key, which would put all lanes in one bank; for head_dim 64
+// and 128 column d of key k is stored at d ^ k (a permutation within each 32-column block), so
+// the reads are conflict-free and the three tiles of head_dim 128 fit the 48 KiB available
+// without opting in; other head_dims pad K rows to hd + 1 instead.
 //
 // Every float operation is an explicit round-to-nearest intrinsic, so the emulation harness
 // reproduces the device arithmetic except for expf.
@@ -84,6 +87,8 @@ __device__ __forceinline__ void zo_attn_prefill(
     constexpr int KT = ZO_ATTN_KEYS;
     constexpr int NI = (HDC + 31) / 32;
     const int hd = FIXED ? HDC : (int)p.head_dim;
+    constexpr bool SWIZZLE = FIXED && HDC % 32 == 0;
+    const int kstride = SWIZZLE ? hd : hd + 1;
     const float neg_inf = zo_attn_neg_inf();
 
     const uint32_t s = blockIdx.z;
@@ -125,8 +130,8 @@ __device__ __forceinline__ void zo_attn_prefill(
 
     ZO_DYNAMIC_SMEM(float, smem);
     float* qs = smem;                  // [M][hd]
-    float* ks = qs + M * hd;           // [KT][hd + 1]
-    float* vs = ks + KT * (hd + 1);    // [KT][hd]
+    float* ks = qs + M * hd;           // [KT][kstride]
+    float* vs = ks + KT * kstride;     // [KT][hd]
 
     const int tid = threadIdx.x;
     const int warp = tid / 32;
@@ -205,7 +210,7 @@ __device__ __forceinline__ void zo_attn_prefill(
                     }
                 }
             }
-            ks[kk * (hd + 1) + d] = kv;
+            ks[kk * kstride + (SWIZZLE ? d ^ kk : d)] = kv;
             vs[kk * hd + d] = vv;
         }
         __syncthreads();
@@ -215,11 +220,11 @@ __device__ __forceinline__ void zo_attn_prefill(
         float sc[R];
 #pragma unroll
         for (int r = 0; r < R; r++) sc[r] = 0.0f;
-        const float* kr = ks + lane * (hd + 1);
+        const float* kr = ks + lane * kstride;
         const float* qw = qs + warp * R * hd;
 #pragma unroll 2
         for (int d = 0; d < hd; d++) {
-            const float kd = kr[d];
+            const float kd = kr[SWIZZLE ? d ^ lane : d];
 #pragma unroll
             for (int r = 0; r < R; r++) sc[r] = __fmaf_rn(qw[r * hd + d], kd, sc[r]);
         }

@@ -175,11 +175,18 @@ pub fn attention_tiling(heads: usize, kv_heads: usize) -> (u32, u32, u32) {
     (hb, BLOCK_ROWS / hb, group.div_ceil(hb))
 }
 
-/// Dynamic shared memory of a prefill block: Q `[rows][hd]`, K `[keys][hd + 1]`, V
-/// `[keys][hd]`, fp32.
+/// Dynamic shared memory of a prefill block: Q `[rows][hd]`, K `[keys][hd]` (swizzled; the
+/// generic instance pads rows to hd + 1), V `[keys][hd]`, fp32. Head dims 64 and 128 stay
+/// within the 48 KiB a launch gets without opting in.
 fn attention_smem(head_dim: usize) -> u32 {
     let hd = head_dim as u32;
-    4 * (BLOCK_ROWS * hd + TILE_KEYS * (hd + 1) + TILE_KEYS * hd)
+    let k_stride = if fixed_head_dim(head_dim) { hd } else { hd + 1 };
+    4 * (BLOCK_ROWS * hd + TILE_KEYS * k_stride + TILE_KEYS * hd)
+}
+
+/// Head dims with their own kernel instance (compile-time loops, swizzled K tile).
+fn fixed_head_dim(head_dim: usize) -> bool {
+    matches!(head_dim, 64 | 128)
 }
 
 /// Launch geometry of the prefill kernel (shared by the CUDA wrapper and the emulation tests).
@@ -784,7 +791,12 @@ mod tests {
         assert_eq!(attention_tiling(48, 1), (32, 1, 2));
         let ((x, y, z), (b, _, _), smem) = attention_launch_config(32, 4, 128, 5, 33);
         assert_eq!((x, y, z, b), (9, 4, 5, 128));
-        assert_eq!(smem, 4 * (32 * 128 + 32 * 129 + 32 * 128));
+        assert_eq!(smem, 48 * 1024);
+        assert_eq!(attention_launch_config(4, 4, 64, 1, 1).2, 24 * 1024);
+        assert_eq!(
+            attention_launch_config(4, 4, 80, 1, 1).2,
+            4 * (32 * 80 * 2 + 32 * 81)
+        );
     }
 
     #[test]
