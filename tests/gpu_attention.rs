@@ -11,7 +11,7 @@
 #[path = "common/attention.rs"]
 mod attn;
 
-use attn::{assert_bits, cases, Case};
+use attn::{assert_bits, cases, Case, Store};
 use cudarc::driver::CudaSlice;
 use zo::backend::cuda::{
     CudaDevice, DType, DevicePrefix, PrefillAttention, QkvLayout, SeqTables, ZoSegment,
@@ -31,6 +31,14 @@ fn device() -> Option<CudaDevice> {
 }
 
 const DTYPES: [DType; 3] = [DType::F32, DType::Bf16, DType::F16];
+
+fn store(dtype: DType) -> Store {
+    match dtype {
+        DType::F32 => Store::F32,
+        DType::Bf16 => Store::Bf16,
+        DType::F16 => Store::F16,
+    }
+}
 
 /// Extra output columns past the heads, to check that only the heads' columns are written.
 const OUT_PAD: usize = 8;
@@ -186,7 +194,7 @@ fn gpu_attention_matches_cpu() {
         rope_and_write(&dev, &c, &mut d);
         for dtype in DTYPES {
             let out = attend(&dev, &c, &d, dtype);
-            let worst = c.check_output(&out, dtype, "gpu");
+            let worst = c.check_output(&out, store(dtype), "gpu");
             println!("{} {dtype}: max |out − ref64| = {worst:.3e}", c.spec.name);
         }
     }

@@ -16,7 +16,7 @@ use zo::backend::cpu::attention::{
     causal_attention_with_prefix, AttnShape, LayerPrefixes, PrefixKv,
 };
 use zo::backend::cpu::ops;
-use zo::backend::cuda::{DType, QkvLayout, PAGE};
+use zo::backend::launch::attention::{QkvLayout, PAGE};
 use zo::model::{Model, ModelConfig};
 use zo::perturb::prefix::Prefix;
 use zo::perturb::{Dist, FamilyConfig, Segment};
@@ -93,6 +93,28 @@ pub struct Case {
     /// CPU twin (fp32, naive softmax) and f64 reference, `[T][heads·hd]`.
     pub naive: Vec<f32>,
     pub ref64: Vec<f64>,
+}
+
+/// Storage type of the attention output (the GPU's `DType`, which exists only with the `cuda`
+/// feature; the emulation tests run without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Store {
+    pub const ALL: [Store; 3] = [Store::F32, Store::Bf16, Store::F16];
+
+    /// `x` rounded to this type and widened back.
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            Store::F32 => x,
+            Store::Bf16 => half::bf16::from_f32(x).to_f32(),
+            Store::F16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
 }
 
 struct Rng(u64);
@@ -425,7 +447,7 @@ fn attention_f64(
 impl Case {
     /// Checks an attention output `[T][heads·hd]` (widened to f32) against the references
     /// under the tolerance rule of this module; returns the largest |out − ref64|.
-    pub fn check_output(&self, out: &[f32], dtype: DType, what: &str) -> f64 {
+    pub fn check_output(&self, out: &[f32], dtype: Store, what: &str) -> f64 {
         assert_eq!(out.len(), self.ref64.len(), "{what}: output length");
         let mut worst = 0.0f64;
         for (i, ((&o, &n), &r)) in out.iter().zip(&self.naive).zip(&self.ref64).enumerate() {
@@ -434,7 +456,7 @@ impl Case {
             let bound = 2.0 * naive_err + 1e-6;
             assert!(
                 err <= bound,
-                "{what} ({}, {dtype}): element {i} (row {}, col {}): out {o} ref64 {r} naive_T {} \
+                "{what} ({}, {dtype:?}): element {i} (row {}, col {}): out {o} ref64 {r} naive_T {} \
                  |err| {err:e} > bound {bound:e}",
                 self.spec.name,
                 i / (self.spec.heads * self.spec.head_dim),

@@ -2,6 +2,7 @@
 //! `backend::cuda` and the CPU emulation tests (crate `zo-emu`), so that both run a kernel
 //! with the same grid. Compiled with or without the `cuda` feature.
 
+pub mod attention;
 mod rng;
 
 pub use rng::rng_draw_launch_config;
