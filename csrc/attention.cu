@@ -3,6 +3,9 @@
 // attention::causal_attention(_with_prefix) in src/backend/cpu.
 #include "kernel.cuh"
 
+// Partial sums per score (a multiple of 4 divides head_dim 64 and 128 exactly).
+#define ZO_ATTN_DOT_PARTS 4
+
 __device__ __forceinline__ float zo_attn_neg_inf() { return __int_as_float((int)0xff800000u); }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,17 +219,33 @@ __device__ __forceinline__ void zo_attn_prefill(
         __syncthreads();
         if (j0 >= warp_vis) continue; // nothing of this tile is visible to the warp's rows
 
-        // Scores: lane = key.
-        float sc[R];
+        // Scores: lane = key. ZO_ATTN_DOT_PARTS interleaved partial sums per row keep the
+        // rounding error of long dot products near the CPU twin's (eight partial sums).
+        constexpr int P = ZO_ATTN_DOT_PARTS;
+        float part[P][R];
 #pragma unroll
-        for (int r = 0; r < R; r++) sc[r] = 0.0f;
+        for (int c = 0; c < P; c++)
+#pragma unroll
+            for (int r = 0; r < R; r++) part[c][r] = 0.0f;
         const float* kr = ks + lane * kstride;
         const float* qw = qs + warp * R * hd;
-#pragma unroll 2
-        for (int d = 0; d < hd; d++) {
-            const float kd = kr[SWIZZLE ? d ^ lane : d];
+        for (int d0 = 0; d0 < hd; d0 += P) {
 #pragma unroll
-            for (int r = 0; r < R; r++) sc[r] = __fmaf_rn(qw[r * hd + d], kd, sc[r]);
+            for (int c = 0; c < P; c++) {
+                const int d = d0 + c;
+                if (!FIXED && d >= hd) break;
+                const float kd = kr[SWIZZLE ? d ^ lane : d];
+#pragma unroll
+                for (int r = 0; r < R; r++) part[c][r] = __fmaf_rn(qw[r * hd + d], kd, part[c][r]);
+            }
+        }
+        float sc[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float v = part[0][r];
+#pragma unroll
+            for (int c = 1; c < P; c++) v = __fadd_rn(v, part[c][r]);
+            sc[r] = v;
         }
 
         // Online softmax update of every row.

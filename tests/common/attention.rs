@@ -2,14 +2,18 @@
 //! paged K/V caches (shared prompt pages, sequences crossing pages, permuted page ids), a
 //! trainable prefix with +, − and base sequences, and the CPU references.
 //!
-//! Tolerance rule of the attention output (per element):
+//! Tolerance rule of the attention output, as a max-norm over every element of a batch:
 //!
-//!   |out − ref64| ≤ 2·|naive_T − ref64| + 1e-6
+//!   max |out − ref64| ≤ 2·max |naive_T − ref64| + 1e-6
 //!
 //! where ref64 is attention in f64 over the same fp32 inputs (q, k, v after RoPE, prefix as
 //! the family perturbs it), and naive_T is the CPU twin (`causal_attention_with_prefix`: a
-//! naive, non-online fp32 softmax) with its output rounded to the storage type T. RoPE, the KV
-//! write and the perturbed prefix are checked bit for bit.
+//! naive, non-online fp32 softmax) with its output rounded to the storage type T. A max-norm
+//! rather than a per-element bound: with fp32 outputs both errors are a few ulp of independent
+//! roundings (the twin sums dot products in eight partial sums, the kernel in four, and its
+//! softmax is online), so an element where the twin happens to land within 1e-7 of ref64 says
+//! nothing about the kernel. RoPE, the KV write and the perturbed prefix are checked bit for
+//! bit.
 #![allow(dead_code)]
 
 use zo::backend::cpu::attention::{
@@ -449,23 +453,31 @@ impl Case {
     /// under the tolerance rule of this module; returns the largest |out − ref64|.
     pub fn check_output(&self, out: &[f32], dtype: Store, what: &str) -> f64 {
         assert_eq!(out.len(), self.ref64.len(), "{what}: output length");
-        let mut worst = 0.0f64;
-        for (i, ((&o, &n), &r)) in out.iter().zip(&self.naive).zip(&self.ref64).enumerate() {
-            let err = (o as f64 - r).abs();
-            let naive_err = (dtype.round(n) as f64 - r).abs();
-            let bound = 2.0 * naive_err + 1e-6;
-            assert!(
-                err <= bound,
-                "{what} ({}, {dtype:?}): element {i} (row {}, col {}): out {o} ref64 {r} naive_T {} \
-                 |err| {err:e} > bound {bound:e}",
-                self.spec.name,
-                i / (self.spec.heads * self.spec.head_dim),
-                i % (self.spec.heads * self.spec.head_dim),
-                dtype.round(n)
-            );
-            worst = worst.max(err);
-        }
-        worst
+        let width = self.spec.heads * self.spec.head_dim;
+        // (error, element) of the worst element of the kernel and of the twin.
+        let worst = |x: &mut dyn Iterator<Item = f64>| {
+            x.zip(&self.ref64)
+                .map(|(v, &r)| (v - r).abs())
+                .enumerate()
+                .fold(
+                    (0.0f64, 0),
+                    |m, (i, e)| if e > m.0 || e.is_nan() { (e, i) } else { m },
+                )
+        };
+        let (err, i) = worst(&mut out.iter().map(|&v| v as f64));
+        let (naive_err, _) = worst(&mut self.naive.iter().map(|&v| dtype.round(v) as f64));
+        let bound = 2.0 * naive_err + 1e-6;
+        assert!(
+            err <= bound,
+            "{what} ({}, {dtype:?}): max |out − ref64| = {err:e} > bound {bound:e} (2 × the \
+             twin's {naive_err:e} + 1e-6); worst at row {} col {}: out {} ref64 {}",
+            self.spec.name,
+            i / width,
+            i % width,
+            out[i],
+            self.ref64[i]
+        );
+        err
     }
 
     /// The packed rows' output columns out of an `[T][out_ld]` buffer, after checking that the
