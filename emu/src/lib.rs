@@ -19,6 +19,7 @@ pub mod params {
     include!(concat!(env!("OUT_DIR"), "/params.rs"));
 }
 
+pub mod attention;
 pub mod rng;
 #[doc(hidden)]
 pub mod selftest;
