@@ -41,7 +41,7 @@ fn check_heads(l: &QkvLayout, what: &str) -> Result<()> {
             l.heads, l.kv_heads, l.head_dim
         )));
     }
-    if l.heads % l.kv_heads != 0 {
+    if !l.heads.is_multiple_of(l.kv_heads) {
         return Err(Error::Data(format!(
             "{what}: {} heads is not a multiple of {} kv heads",
             l.heads, l.kv_heads
@@ -143,7 +143,7 @@ pub fn attention_kernel_name(head_dim: usize, dtype: DType) -> &'static str {
 /// Pages of a K or V cache with rows of `kv_width`, after checking the two caches agree.
 fn cache_pages(what: &str, k: usize, v: usize, kv_width: usize) -> Result<usize> {
     let page = PAGE * kv_width;
-    if k != v || k % page != 0 {
+    if k != v || !k.is_multiple_of(page) {
         return Err(Error::Data(format!(
             "{what}: K cache of {k} and V cache of {v} elements; both must be the same whole \
              number of pages of {PAGE}×{kv_width}"
@@ -172,7 +172,7 @@ pub fn check_rope(layout: &QkvLayout, qkv_len: usize, table_len: (usize, usize))
     const WHAT: &str = "rope";
     check_heads(layout, WHAT)?;
     let l = layout;
-    if l.head_dim % 2 != 0 {
+    if !l.head_dim.is_multiple_of(2) {
         return Err(Error::Data(format!(
             "{WHAT}: head_dim {} is odd",
             l.head_dim
@@ -292,15 +292,12 @@ pub fn check_attention(
             lens.block_tables
         )));
     }
-    match lens.prefix {
-        None => {}
-        Some((k, v)) => {
-            if prefix_tokens == 0 || k != prefix_tokens * kw || v != k {
-                return Err(Error::Data(format!(
-                    "{WHAT}: prefix keys of {k} and values of {v} elements; {prefix_tokens} \
-                     positions (at least one) of {kw} expected"
-                )));
-            }
+    if let Some((k, v)) = lens.prefix {
+        if prefix_tokens == 0 || k != prefix_tokens * kw || v != k {
+            return Err(Error::Data(format!(
+                "{WHAT}: prefix keys of {k} and values of {v} elements; {prefix_tokens} \
+                 positions (at least one) of {kw} expected"
+            )));
         }
     }
     // Key counts (prefix + cached + own) stay in 32 bits.
