@@ -295,9 +295,10 @@ __device__ __forceinline__ void zo_attn_prefill(
 }
 
 // Instances: head_dim 64 and 128 with the head loop fixed at compile time, and one for any
-// head_dim <= 256.
+// head_dim <= 256. Two blocks per SM as the register target: without it ptxas caps the
+// head_dim-64 instance near 128 registers and spills the accumulators.
 #define ZO_ATTN_PREFILL(name, T, HDC, FIXED)                                                    \
-    extern "C" __global__ void __launch_bounds__(ZO_ATTN_WARPS * 32) name(                       \
+    extern "C" __global__ void __launch_bounds__(ZO_ATTN_WARPS * 32, 2) name(                       \
         ZoAttnParams p, const float* __restrict__ q, const float* __restrict__ k_cache,        \
         const float* __restrict__ v_cache, const uint32_t* __restrict__ cu_seqlens,            \
         const uint32_t* __restrict__ ctx_lens, const uint32_t* __restrict__ block_tables,      \
