@@ -3,6 +3,9 @@
 // attention::causal_attention(_with_prefix) in src/backend/cpu.
 #include "kernel.cuh"
 
+// Partial sums per score (a multiple of 4 divides head_dim 64 and 128 exactly).
+#define ZO_ATTN_DOT_PARTS 4
+
 __device__ __forceinline__ float zo_attn_neg_inf() { return __int_as_float((int)0xff800000u); }
 
 // ---------------------------------------------------------------------------------------------
@@ -67,8 +70,11 @@ extern "C" __global__ void zo_kv_write(ZoKvWriteParams p, const float* __restric
 // each row's running max / sum (fp32 online softmax), then accumulates p_j * v_j with lane l
 // owning output dims l, l + 32, ...
 //
-// Dynamic shared memory (attention_launch_config): Q [rows][hd], K [keys][hd + 1] (the pad
-// makes the lane-per-key reads conflict-free), V [keys][hd].
+// Dynamic shared memory (attention_launch_config): Q [rows][hd], K, V [keys][hd]. The score
+// phase reads K with one lane per key, which would put all lanes in one bank; for head_dim 64
+// and 128 column d of key k is stored at d ^ k (a permutation within each 32-column block), so
+// the reads are conflict-free and the three tiles of head_dim 128 fit the 48 KiB available
+// without opting in; other head_dims pad K rows to hd + 1 instead.
 //
 // Every float operation is an explicit round-to-nearest intrinsic, so the emulation harness
 // reproduces the device arithmetic except for expf.
@@ -84,6 +90,8 @@ __device__ __forceinline__ void zo_attn_prefill(
     constexpr int KT = ZO_ATTN_KEYS;
     constexpr int NI = (HDC + 31) / 32;
     const int hd = FIXED ? HDC : (int)p.head_dim;
+    constexpr bool SWIZZLE = FIXED && HDC % 32 == 0;
+    const int kstride = SWIZZLE ? hd : hd + 1;
     const float neg_inf = zo_attn_neg_inf();
 
     const uint32_t s = blockIdx.z;
@@ -125,8 +133,8 @@ __device__ __forceinline__ void zo_attn_prefill(
 
     ZO_DYNAMIC_SMEM(float, smem);
     float* qs = smem;                  // [M][hd]
-    float* ks = qs + M * hd;           // [KT][hd + 1]
-    float* vs = ks + KT * (hd + 1);    // [KT][hd]
+    float* ks = qs + M * hd;           // [KT][kstride]
+    float* vs = ks + KT * kstride;     // [KT][hd]
 
     const int tid = threadIdx.x;
     const int warp = tid / 32;
@@ -205,23 +213,39 @@ __device__ __forceinline__ void zo_attn_prefill(
                     }
                 }
             }
-            ks[kk * (hd + 1) + d] = kv;
+            ks[kk * kstride + (SWIZZLE ? d ^ kk : d)] = kv;
             vs[kk * hd + d] = vv;
         }
         __syncthreads();
         if (j0 >= warp_vis) continue; // nothing of this tile is visible to the warp's rows
 
-        // Scores: lane = key.
+        // Scores: lane = key. ZO_ATTN_DOT_PARTS interleaved partial sums per row keep the
+        // rounding error of long dot products near the CPU twin's (eight partial sums).
+        constexpr int P = ZO_ATTN_DOT_PARTS;
+        float part[P][R];
+#pragma unroll
+        for (int c = 0; c < P; c++)
+#pragma unroll
+            for (int r = 0; r < R; r++) part[c][r] = 0.0f;
+        const float* kr = ks + lane * kstride;
+        const float* qw = qs + warp * R * hd;
+        for (int d0 = 0; d0 < hd; d0 += P) {
+#pragma unroll
+            for (int c = 0; c < P; c++) {
+                const int d = d0 + c;
+                if (!FIXED && d >= hd) break;
+                const float kd = kr[SWIZZLE ? d ^ lane : d];
+#pragma unroll
+                for (int r = 0; r < R; r++) part[c][r] = __fmaf_rn(qw[r * hd + d], kd, part[c][r]);
+            }
+        }
         float sc[R];
 #pragma unroll
-        for (int r = 0; r < R; r++) sc[r] = 0.0f;
-        const float* kr = ks + lane * (hd + 1);
-        const float* qw = qs + warp * R * hd;
-#pragma unroll 2
-        for (int d = 0; d < hd; d++) {
-            const float kd = kr[d];
+        for (int r = 0; r < R; r++) {
+            float v = part[0][r];
 #pragma unroll
-            for (int r = 0; r < R; r++) sc[r] = __fmaf_rn(qw[r * hd + d], kd, sc[r]);
+            for (int c = 1; c < P; c++) v = __fadd_rn(v, part[c][r]);
+            sc[r] = v;
         }
 
         // Online softmax update of every row.
@@ -271,9 +295,10 @@ __device__ __forceinline__ void zo_attn_prefill(
 }
 
 // Instances: head_dim 64 and 128 with the head loop fixed at compile time, and one for any
-// head_dim <= 256.
+// head_dim <= 256. Two blocks per SM as the register target: without it ptxas caps the
+// head_dim-64 instance near 128 registers and spills the accumulators.
 #define ZO_ATTN_PREFILL(name, T, HDC, FIXED)                                                    \
-    extern "C" __global__ void __launch_bounds__(ZO_ATTN_WARPS * 32) name(                       \
+    extern "C" __global__ void __launch_bounds__(ZO_ATTN_WARPS * 32, 2) name(                       \
         ZoAttnParams p, const float* __restrict__ q, const float* __restrict__ k_cache,        \
         const float* __restrict__ v_cache, const uint32_t* __restrict__ cu_seqlens,            \
         const uint32_t* __restrict__ ctx_lens, const uint32_t* __restrict__ block_tables,      \

@@ -20,6 +20,7 @@ pub mod params {
 }
 
 pub mod adapter;
+pub mod attention;
 mod guarded;
 pub mod loss;
 pub mod ops;

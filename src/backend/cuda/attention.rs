@@ -15,109 +15,67 @@ use cudarc::driver::{CudaSlice, DeviceRepr};
 use super::device::CudaDevice;
 use super::dtype::DType;
 use super::ZoSegment;
+pub use crate::backend::launch::attention::{
+    attention_launch_config, attention_tiling, kv_write_launch_config, rope_launch_config,
+    LaunchGeometry, QkvLayout, PAGE,
+};
 use crate::perturb::Dist;
 use crate::{Error, Result};
 
-/// Tokens per KV-cache page (`ZO_ATTN_PAGE`).
-pub const PAGE: usize = 16;
-/// Warps per prefill block, query rows per warp, keys per shared-memory tile
-/// (`ZO_ATTN_WARPS`, `ZO_ATTN_ROWS`, `ZO_ATTN_KEYS`).
-const WARPS: u32 = 4;
-const ROWS_PER_WARP: u32 = 8;
-const TILE_KEYS: u32 = 32;
-/// Query rows ((token, head) pairs) of one prefill block.
-const BLOCK_ROWS: u32 = WARPS * ROWS_PER_WARP;
 /// Largest head dimension the prefill kernels take.
 pub const MAX_HEAD_DIM: usize = 256;
-/// Threads of the elementwise kernels, and a grid cap (they loop grid-stride beyond it).
-const ELEMENT_THREADS: u32 = 256;
-const MAX_GRID: u32 = 4096;
 /// CUDA grid y/z limit.
 const MAX_GRID_YZ: usize = 65_535;
 /// Dynamic shared memory available without opting in.
 #[cfg(zo_kernels)]
 const DEFAULT_SMEM: u32 = 48 * 1024;
 
-/// Grid, block and dynamic shared memory bytes of one launch.
-pub type LaunchGeometry = ((u32, u32, u32), (u32, u32, u32), u32);
-
-/// Where q, k and v sit in one fp32 buffer: row `r`, head `h` of q starts at element
-/// `r·ld + q_col + h·head_dim` (k and v likewise with `kv_heads` heads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QkvLayout {
-    pub rows: usize,
-    pub ld: usize,
-    pub q_col: usize,
-    pub k_col: usize,
-    pub v_col: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
+fn kv_width(l: &QkvLayout) -> usize {
+    l.kv_heads * l.head_dim
 }
 
-impl QkvLayout {
-    /// The fused qkv GEMM output `[rows][q_dim + 2·kv_dim]`: q, then k, then v.
-    pub fn fused(rows: usize, heads: usize, kv_heads: usize, head_dim: usize) -> QkvLayout {
-        let (q_dim, kv_dim) = (heads * head_dim, kv_heads * head_dim);
-        QkvLayout {
-            rows,
-            ld: q_dim + 2 * kv_dim,
-            q_col: 0,
-            k_col: q_dim,
-            v_col: q_dim + kv_dim,
-            heads,
-            kv_heads,
-            head_dim,
-        }
+fn check_heads(l: &QkvLayout, what: &str) -> Result<()> {
+    if l.heads == 0 || l.kv_heads == 0 || l.head_dim == 0 {
+        return Err(Error::Data(format!(
+            "{what}: {} heads, {} kv heads, head_dim {}; all must be positive",
+            l.heads, l.kv_heads, l.head_dim
+        )));
     }
+    if !l.heads.is_multiple_of(l.kv_heads) {
+        return Err(Error::Data(format!(
+            "{what}: {} heads is not a multiple of {} kv heads",
+            l.heads, l.kv_heads
+        )));
+    }
+    Ok(())
+}
 
-    fn kv_width(&self) -> usize {
-        self.kv_heads * self.head_dim
+/// Checks that column range `[col, col + width)` fits a row and that `len` elements hold
+/// every row.
+fn check_cols(l: &QkvLayout, what: &str, name: &str, col: usize, width: usize) -> Result<()> {
+    if col + width > l.ld {
+        return Err(Error::Data(format!(
+            "{what}: {name} columns [{col}, {}) run past the row stride {}",
+            col + width,
+            l.ld
+        )));
     }
+    Ok(())
+}
 
-    fn check_heads(&self, what: &str) -> Result<()> {
-        if self.heads == 0 || self.kv_heads == 0 || self.head_dim == 0 {
-            return Err(Error::Data(format!(
-                "{what}: {} heads, {} kv heads, head_dim {}; all must be positive",
-                self.heads, self.kv_heads, self.head_dim
-            )));
-        }
-        if self.heads % self.kv_heads != 0 {
-            return Err(Error::Data(format!(
-                "{what}: {} heads is not a multiple of {} kv heads",
-                self.heads, self.kv_heads
-            )));
-        }
-        Ok(())
+/// Elements a buffer needs to hold every row up to the last used column.
+fn check_len(l: &QkvLayout, what: &str, len: usize, end_col: usize) -> Result<()> {
+    let need = match l.rows {
+        0 => 0,
+        r => (r - 1) * l.ld + end_col,
+    };
+    if len < need {
+        return Err(Error::Data(format!(
+            "{what}: the qkv buffer holds {len} elements; {} rows of stride {} need {need}",
+            l.rows, l.ld
+        )));
     }
-
-    /// Checks that column range `[col, col + width)` fits a row and that `len` elements hold
-    /// every row.
-    fn check_cols(&self, what: &str, name: &str, col: usize, width: usize) -> Result<()> {
-        if col + width > self.ld {
-            return Err(Error::Data(format!(
-                "{what}: {name} columns [{col}, {}) run past the row stride {}",
-                col + width,
-                self.ld
-            )));
-        }
-        Ok(())
-    }
-
-    /// Elements a buffer needs to hold every row up to the last used column.
-    fn check_len(&self, what: &str, len: usize, end_col: usize) -> Result<()> {
-        let need = match self.rows {
-            0 => 0,
-            r => (r - 1) * self.ld + end_col,
-        };
-        if len < need {
-            return Err(Error::Data(format!(
-                "{what}: the qkv buffer holds {len} elements; {} rows of stride {} need {need}",
-                self.rows, self.ld
-            )));
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Per-sequence tables of a prefill batch, in device memory.
@@ -165,63 +123,6 @@ pub struct PrefillAttention<'a> {
     pub scale: f32,
 }
 
-/// `(heads_per_block, tokens_per_block, head_chunks)` of the prefill kernel: a block takes up
-/// to [`BLOCK_ROWS`] heads of one kv group and as many tokens as fill its rows; groups larger
-/// than a block are split into `head_chunks` blocks along grid y.
-#[doc(hidden)]
-pub fn attention_tiling(heads: usize, kv_heads: usize) -> (u32, u32, u32) {
-    let group = (heads / kv_heads.max(1)).max(1) as u32;
-    let hb = group.min(BLOCK_ROWS);
-    (hb, BLOCK_ROWS / hb, group.div_ceil(hb))
-}
-
-/// Dynamic shared memory of a prefill block: Q `[rows][hd]`, K `[keys][hd + 1]`, V
-/// `[keys][hd]`, fp32.
-fn attention_smem(head_dim: usize) -> u32 {
-    let hd = head_dim as u32;
-    4 * (BLOCK_ROWS * hd + TILE_KEYS * (hd + 1) + TILE_KEYS * hd)
-}
-
-/// Launch geometry of the prefill kernel (shared by the CUDA wrapper and the emulation tests).
-#[doc(hidden)]
-pub fn attention_launch_config(
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    n_seqs: usize,
-    max_seqlen: usize,
-) -> LaunchGeometry {
-    let (_, bt, chunks) = attention_tiling(heads, kv_heads);
-    let tiles = (max_seqlen as u32).div_ceil(bt);
-    (
-        (tiles, kv_heads as u32 * chunks, n_seqs as u32),
-        (WARPS * 32, 1, 1),
-        attention_smem(head_dim),
-    )
-}
-
-/// Launch geometry of `zo_rope`: one thread per (row, head, rotation pair), grid-stride.
-#[doc(hidden)]
-pub fn rope_launch_config(
-    rows: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-) -> LaunchGeometry {
-    let total = (rows * (heads + kv_heads) * (head_dim / 2)) as u64;
-    let grid = total
-        .div_ceil(ELEMENT_THREADS as u64)
-        .clamp(1, MAX_GRID as u64) as u32;
-    ((grid, 1, 1), (ELEMENT_THREADS, 1, 1), 0)
-}
-
-/// Launch geometry of `zo_kv_write`: one block per row, grid-stride.
-#[doc(hidden)]
-pub fn kv_write_launch_config(rows: usize) -> LaunchGeometry {
-    let grid = (rows as u32).clamp(1, MAX_GRID);
-    ((grid, 1, 1), (128, 1, 1), 0)
-}
-
 /// The prefill instance for a head dimension and output dtype: fixed-size loops for 64 and
 /// 128, a generic one for any other head_dim up to 256.
 #[doc(hidden)]
@@ -242,7 +143,7 @@ pub fn attention_kernel_name(head_dim: usize, dtype: DType) -> &'static str {
 /// Pages of a K or V cache with rows of `kv_width`, after checking the two caches agree.
 fn cache_pages(what: &str, k: usize, v: usize, kv_width: usize) -> Result<usize> {
     let page = PAGE * kv_width;
-    if k != v || k % page != 0 {
+    if k != v || !k.is_multiple_of(page) {
         return Err(Error::Data(format!(
             "{what}: K cache of {k} and V cache of {v} elements; both must be the same whole \
              number of pages of {PAGE}×{kv_width}"
@@ -269,17 +170,17 @@ fn check_u32(what: &str, name: &str, v: usize) -> Result<u32> {
 #[doc(hidden)]
 pub fn check_rope(layout: &QkvLayout, qkv_len: usize, table_len: (usize, usize)) -> Result<()> {
     const WHAT: &str = "rope";
-    layout.check_heads(WHAT)?;
+    check_heads(layout, WHAT)?;
     let l = layout;
-    if l.head_dim % 2 != 0 {
+    if !l.head_dim.is_multiple_of(2) {
         return Err(Error::Data(format!(
             "{WHAT}: head_dim {} is odd",
             l.head_dim
         )));
     }
-    let (qw, kw) = (l.heads * l.head_dim, l.kv_width());
-    l.check_cols(WHAT, "q", l.q_col, qw)?;
-    l.check_cols(WHAT, "k", l.k_col, kw)?;
+    let (qw, kw) = (l.heads * l.head_dim, kv_width(l));
+    check_cols(l, WHAT, "q", l.q_col, qw)?;
+    check_cols(l, WHAT, "k", l.k_col, kw)?;
     if l.q_col < l.k_col + kw && l.k_col < l.q_col + qw {
         return Err(Error::Data(format!(
             "{WHAT}: q columns [{}, {}) overlap k columns [{}, {})",
@@ -289,7 +190,7 @@ pub fn check_rope(layout: &QkvLayout, qkv_len: usize, table_len: (usize, usize))
             l.k_col + kw
         )));
     }
-    l.check_len(WHAT, qkv_len, (l.q_col + qw).max(l.k_col + kw))?;
+    check_len(l, WHAT, qkv_len, (l.q_col + qw).max(l.k_col + kw))?;
     let need = l.rows * l.head_dim / 2;
     if table_len.0 < need || table_len.1 < need {
         return Err(Error::Data(format!(
@@ -314,12 +215,12 @@ pub fn check_kv_write(
     cache_len: (usize, usize),
 ) -> Result<usize> {
     const WHAT: &str = "kv write";
-    layout.check_heads(WHAT)?;
+    check_heads(layout, WHAT)?;
     let l = layout;
-    let kw = l.kv_width();
-    l.check_cols(WHAT, "k", l.k_col, kw)?;
-    l.check_cols(WHAT, "v", l.v_col, kw)?;
-    l.check_len(WHAT, qkv_len, (l.k_col + kw).max(l.v_col + kw))?;
+    let kw = kv_width(l);
+    check_cols(l, WHAT, "k", l.k_col, kw)?;
+    check_cols(l, WHAT, "v", l.v_col, kw)?;
+    check_len(l, WHAT, qkv_len, (l.k_col + kw).max(l.v_col + kw))?;
     if slots_len < l.rows {
         return Err(Error::Data(format!(
             "{WHAT}: {slots_len} slots for {} rows",
@@ -361,7 +262,7 @@ pub fn check_attention(
     dtype: DType,
 ) -> Result<(usize, usize)> {
     const WHAT: &str = "prefill attention";
-    layout.check_heads(WHAT)?;
+    check_heads(layout, WHAT)?;
     let l = layout;
     if l.head_dim > MAX_HEAD_DIM {
         return Err(Error::Unsupported(format!(
@@ -369,9 +270,9 @@ pub fn check_attention(
             l.head_dim
         )));
     }
-    let (qw, kw) = (l.heads * l.head_dim, l.kv_width());
-    l.check_cols(WHAT, "q", l.q_col, qw)?;
-    l.check_len(WHAT, lens.qkv, l.q_col + qw)?;
+    let (qw, kw) = (l.heads * l.head_dim, kv_width(l));
+    check_cols(l, WHAT, "q", l.q_col, qw)?;
+    check_len(l, WHAT, lens.qkv, l.q_col + qw)?;
     let pages = cache_pages(WHAT, lens.k_cache, lens.v_cache, kw)?;
     let n_seqs = lens.cu_seqlens.checked_sub(1).ok_or_else(|| {
         Error::Data(format!(
@@ -391,15 +292,12 @@ pub fn check_attention(
             lens.block_tables
         )));
     }
-    match lens.prefix {
-        None => {}
-        Some((k, v)) => {
-            if prefix_tokens == 0 || k != prefix_tokens * kw || v != k {
-                return Err(Error::Data(format!(
-                    "{WHAT}: prefix keys of {k} and values of {v} elements; {prefix_tokens} \
-                     positions (at least one) of {kw} expected"
-                )));
-            }
+    if let Some((k, v)) = lens.prefix {
+        if prefix_tokens == 0 || k != prefix_tokens * kw || v != k {
+            return Err(Error::Data(format!(
+                "{WHAT}: prefix keys of {k} and values of {v} elements; {prefix_tokens} \
+                 positions (at least one) of {kw} expected"
+            )));
         }
     }
     // Key counts (prefix + cached + own) stay in 32 bits.
@@ -569,7 +467,7 @@ mod launch {
             ld: l.ld as u32,
             k_col: l.k_col as u32,
             v_col: l.v_col as u32,
-            kv_width: l.kv_width() as u32,
+            kv_width: kv_width(l) as u32,
             num_slots: num_slots as u32,
         }
     }
@@ -721,6 +619,7 @@ mod launch {
 
         #[test]
         fn constants_match_the_header() {
+            use crate::backend::launch::attention::{ROWS_PER_WARP, TILE_KEYS, WARPS};
             assert_eq!(PAGE as u32, ZO_ATTN_PAGE);
             assert_eq!(WARPS, ZO_ATTN_WARPS);
             assert_eq!(ROWS_PER_WARP, ZO_ATTN_ROWS);
@@ -773,19 +672,6 @@ impl CudaDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tiling_fills_the_block_rows() {
-        // OPT (no GQA): 32 tokens of one head; Llama-3 (group 8): 4 tokens × 8 heads;
-        // group 3: 10 tokens × 3 heads (2 rows idle); MQA of 48 heads: 2 chunks of 32.
-        assert_eq!(attention_tiling(12, 12), (1, 32, 1));
-        assert_eq!(attention_tiling(32, 4), (8, 4, 1));
-        assert_eq!(attention_tiling(6, 2), (3, 10, 1));
-        assert_eq!(attention_tiling(48, 1), (32, 1, 2));
-        let ((x, y, z), (b, _, _), smem) = attention_launch_config(32, 4, 128, 5, 33);
-        assert_eq!((x, y, z, b), (9, 4, 5, 128));
-        assert_eq!(smem, 4 * (32 * 128 + 32 * 129 + 32 * 128));
-    }
 
     #[test]
     fn kernel_names_by_head_dim() {

@@ -3,6 +3,7 @@
 //! with the same grid. Compiled with or without the `cuda` feature.
 
 mod adapter;
+pub mod attention;
 mod loss;
 mod ops;
 mod rng;
