@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn parse_and_round() {
         assert_eq!(DType::parse("bf16").unwrap(), DType::Bf16);
-        assert!(DType::parse("int8").unwrap_err().to_string().contains("int8"));
+        assert!(DType::parse("int8")
+            .unwrap_err()
+            .to_string()
+            .contains("int8"));
         // 1 + 2^-9 is below bf16's resolution at 1 and ties to even (down); f16 keeps it.
         let x = 1.0 + 2f32.powi(-9);
         assert_eq!(DType::Bf16.round(x), 1.0);
