@@ -4,6 +4,7 @@
 //! GPU kernel is checked against.
 
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -133,15 +133,25 @@ impl Backend for CpuBackend {
     }
 
     fn score(&self, plan: &Plan) -> Result<Scores> {
+        self.score_split(plan).map(|(s, _)| s)
+    }
+}
+
+impl CpuBackend {
+    /// [`Backend::score`] with its wall time split in two: the forward up to the last hidden
+    /// states, and what follows (final norm, head at the scoring rows, log-softmax, losses).
+    pub fn score_split(&self, plan: &Plan) -> Result<(Scores, [std::time::Duration; 2])> {
+        let start = std::time::Instant::now();
         validate::model_shapes(&self.model)?;
         validate::forward_inputs(plan, &self.model, self.family.is_some())?;
         validate::scoring_inputs(plan, &self.model)?;
         let rows = plan.scoring_rows();
         if rows.is_empty() {
-            return Ok(Scores {
+            let scores = Scores {
                 query_logprobs: Vec::new(),
                 examples: Vec::new(),
-            });
+            };
+            return Ok((scores, [start.elapsed(), Default::default()]));
         }
         // Queries grouped by the index of their row in `rows`.
         let mut by_row = vec![Vec::new(); rows.len()];
@@ -153,6 +163,7 @@ impl Backend for CpuBackend {
         }
         let pass = Pass::new(self, plan);
         let hidden = pass.hidden_states();
+        let forward = start.elapsed();
         let vocab = self.model.config.vocab_size;
         let mut query_logprobs = vec![0.0f32; plan.queries.len()];
         for (ci, chunk) in rows.chunks(LOGIT_ROWS).enumerate() {
@@ -166,10 +177,11 @@ impl Backend for CpuBackend {
             }
         }
         let examples = classification_scores(plan, &query_logprobs);
-        Ok(Scores {
+        let scores = Scores {
             query_logprobs,
             examples,
-        })
+        };
+        Ok((scores, [forward, start.elapsed() - forward]))
     }
 }
 

@@ -37,6 +37,9 @@ enum Cmd {
     },
     /// Zeroth-order fine-tuning (MeZO/LoZO families) with seed-log checkpoints.
     Train(Box<TrainArgs>),
+    /// Time ZO steps on synthetic weights of any architecture against compute and memory
+    /// floors measured in the same run; `--json` prints one object (see BENCHMARKS.md).
+    Bench(Box<BenchArgs>),
     /// Replay a seed-log checkpoint onto its base model and write merged HF weights (and a
     /// PEFT adapter for lora, in OUT_DIR/adapter/).
     Export {
@@ -321,6 +324,166 @@ fn default_run() -> zo::Result<()> {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// Built-in architecture (opt-125m … opt-66b, llama2-7b, llama3-8b, smollm2-135m, …;
+    /// a wrong name lists them all).
+    #[arg(long, conflicts_with = "config")]
+    arch: Option<String>,
+    /// Any other architecture: an HF config.json.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Family or preset: lozo, lozo-m, mezo, mezo-lora, mezo-prefix (or lowrank, dense,
+    /// lora, prefix); settings as the presets of `zo-run train`.
+    #[arg(long, default_value = "lozo")]
+    family: String,
+    /// Directions per step.
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    q: usize,
+    /// Dense family: perturb the weights in place (+ε, −2ε, +ε) as MeZO's trainer does.
+    #[arg(long)]
+    in_place: bool,
+    /// One-sided estimator (q + 1 variants).
+    #[arg(long)]
+    one_sided: bool,
+    #[arg(long, default_value_t = 16, value_parser = positive)]
+    batch: usize,
+    /// Measured steps.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    steps: usize,
+    /// Unmeasured steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Every prompt this many tokens (default: lengths of the default task's train prompts).
+    #[arg(long, value_parser = positive)]
+    seq_len: Option<usize>,
+    /// Task whose train prompts give the lengths.
+    #[arg(long, default_value = "sentiment")]
+    task: String,
+    #[arg(long, default_value = "assets/data/sentiment")]
+    data: PathBuf,
+    /// Directory with the tokenizer.json that tokenizes the prompts.
+    #[arg(long, default_value = "assets/smollm2-135m")]
+    tokenizer: PathBuf,
+    /// cpu, cuda, or auto (cuda when its bench backend runs here, else cpu).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    device: String,
+    /// Weight storage dtype (default: bf16 on cuda, f32 on cpu).
+    #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+    dtype: Option<String>,
+    /// Seed of the synthetic weights and token ids.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Write the prompt lengths of every step (warm-up first) as a flat JSON list, `batch`
+    /// per step, for tools/torch_baseline.py --lengths-file.
+    #[arg(long)]
+    dump_lengths: Option<PathBuf>,
+    /// Skip the compute and memory floor measurements.
+    #[arg(long)]
+    no_floors: bool,
+}
+
+/// Preset names for the bench's --family, including the family aliases of `train`.
+fn bench_preset(family: &str) -> zo::Result<&str> {
+    Ok(match family {
+        "lozo" | "lowrank" => "lozo",
+        "lozo-m" => "lozo-m",
+        "mezo" | "dense" => "mezo",
+        "mezo-lora" | "lora" => "mezo-lora",
+        "mezo-prefix" | "prefix" => "mezo-prefix",
+        other => {
+            return Err(zo::Error::Config(format!(
+                "unknown family {other:?}; expected lozo, lozo-m, mezo, mezo-lora, mezo-prefix \
+                 (or lowrank, dense, lora, prefix)"
+            )))
+        }
+    })
+}
+
+fn bench(a: BenchArgs) -> zo::Result<()> {
+    use zo::bench::{BenchDType, BenchDevice, BenchOptions, BenchSpec, Lengths};
+    let (arch, config) = match (&a.arch, &a.config) {
+        (_, Some(p)) => (
+            p.display().to_string(),
+            zo::model::ModelConfig::from_file(p)?,
+        ),
+        (Some(name), None) => (name.clone(), zo::model::ModelConfig::builtin(name)?),
+        (None, None) => {
+            let name = "smollm2-135m";
+            (name.to_string(), zo::model::ModelConfig::builtin(name)?)
+        }
+    };
+    let mut train = zo::zo::TrainConfig::preset(bench_preset(&a.family)?)?;
+    train.q = a.q;
+    train.batch = a.batch;
+    train.one_sided = a.one_sided;
+    train.seed = a.seed;
+    train.data_seed = a.seed;
+    if a.in_place {
+        match &mut train.family {
+            zo::perturb::FamilyConfig::Dense { in_place } => *in_place = true,
+            _ => {
+                return Err(zo::Error::Config(
+                    "--in-place applies to the mezo (dense) family only".into(),
+                ))
+            }
+        }
+    }
+    train.validate()?;
+    let device = match a.device.as_str() {
+        "cpu" => BenchDevice::Cpu,
+        "cuda" => BenchDevice::Cuda,
+        _ => {
+            let (d, why) = zo::bench::backend::auto_device();
+            if let Some(why) = why {
+                eprintln!("bench: running on the CPU ({why})");
+            }
+            d
+        }
+    };
+    let dtype = match (&a.dtype, device) {
+        (Some(d), _) => BenchDType::parse(d)?,
+        (None, BenchDevice::Cuda) => BenchDType::Bf16,
+        (None, BenchDevice::Cpu) => BenchDType::F32,
+    };
+    let lengths = match a.seq_len {
+        Some(n) => Lengths::Fixed(n),
+        None => Lengths::from_task(&a.task, &a.data, &a.tokenizer)?,
+    };
+    let opts = BenchOptions {
+        arch,
+        spec: BenchSpec {
+            config,
+            train,
+            dtype,
+            weight_seed: a.seed,
+        },
+        device,
+        lengths,
+        steps: a.steps,
+        warmup: a.warmup,
+        skip_floors: a.no_floors,
+    };
+    if let Some(path) = &a.dump_lengths {
+        let flat: Vec<usize> = opts.all_lengths().into_iter().flatten().collect();
+        let text = serde_json::to_string(&flat).expect("lengths serialize");
+        std::fs::write(path, text).map_err(|e| zo::Error::io(path, e))?;
+    }
+    let report = zo::bench::run(&opts, &mut |m| eprintln!("bench: {m}"))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("a report serializes")
+        );
+    } else {
+        println!("{}", report.text());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 struct EvalArgs {
     /// Model directory (config.json, safetensors, tokenizer.json).
     #[arg(long, default_value = "assets/smollm2-135m")]
@@ -379,6 +542,7 @@ fn run(cmd: Cmd) -> zo::Result<()> {
             Ok(())
         }
         Cmd::Train(a) => train(*a),
+        Cmd::Bench(a) => bench(*a),
         Cmd::Export {
             checkpoint,
             out_dir,

@@ -1,13 +1,16 @@
 //! Model architectures: configuration (HF config.json), weights in f32 for the CPU reference,
 //! and loading from safetensors directories.
 
+pub mod arch_presets;
 pub mod config;
 pub mod load;
 pub mod random;
 pub mod save;
+pub mod shapes;
 pub mod site;
 
 pub use config::{Activation, Arch, ModelConfig, RopeScaling};
+pub use shapes::LinearShape;
 pub use site::{NormSite, Param, Site, Slot};
 
 /// A dense layer `y = x·Wᵀ + b`, W stored row-major as [out][in] like HF/PyTorch.
