@@ -1,15 +1,10 @@
-//! The CUDA side of the bench: the seam the CUDA backend plugs into.
-//!
-//! [`probe`] says whether a CUDA bench backend can run here; [`open`] builds one for a spec:
-//! synthetic weights filled on the device from the seed (never through the host), the floors
-//! measured with cuBLAS(Lt) GEMMs of the step's shapes and a device-to-device copy, peak
-//! memory from the allocator. Until the CUDA forward exists both return an error that says so.
+//! The CUDA bench backend: [`CudaBackend`](crate::backend::cuda::CudaBackend) on synthetic
+//! weights made on the device from the seed (never through the host, never from disk), the
+//! compute floor from cuBLASLt GEMMs of the step's shapes in the storage dtype, the memory
+//! floor from a device-to-device copy, and the peak memory from zo's allocation counter.
 
 use super::backend::{BenchBackend, BenchSpec};
 use crate::{Error, Result};
-
-const NOT_YET: &str = "CUDA bench backend not built yet (the CUDA forward is not implemented); \
-                       use --device cpu";
 
 /// A description of the device when the CUDA bench backend can run, else why not.
 pub fn probe() -> Result<String> {
@@ -20,9 +15,7 @@ pub fn probe() -> Result<String> {
                 "this build has no CUDA kernels (nvcc was not found at build time)".into(),
             ));
         }
-        let dev = crate::backend::cuda::CudaDevice::new(0)?;
-        let _ = dev;
-        Err(Error::Unsupported(NOT_YET.into()))
+        crate::backend::cuda::CudaDevice::new(0)?.describe()
     }
     #[cfg(not(feature = "cuda"))]
     Err(Error::Unsupported(
@@ -32,7 +25,206 @@ pub fn probe() -> Result<String> {
 
 /// A CUDA bench backend for `spec` on device 0.
 pub fn open(spec: &BenchSpec) -> Result<Box<dyn BenchBackend>> {
-    let _ = spec;
     probe()?;
-    Err(Error::Unsupported(NOT_YET.into()))
+    #[cfg(zo_kernels)]
+    {
+        Ok(Box::new(imp::CudaBench::new(spec)?))
+    }
+    #[cfg(not(zo_kernels))]
+    {
+        let _ = spec;
+        Err(Error::Unsupported(
+            "this build has no CUDA kernels".into(),
+        ))
+    }
+}
+
+#[cfg(zo_kernels)]
+mod imp {
+    use std::time::Instant;
+
+    use super::super::backend::{BenchBackend, BenchDType, BenchSpec, GemmShape, ScoreTiming};
+    use crate::backend::cuda::{self, CudaBackend, CudaOptions, DBuf, DType, Gemm, Init};
+    use crate::backend::{Backend, Scores};
+    use crate::perturb::{Dist, StepRecord, UpdateConfig};
+    use crate::plan::Plan;
+    use crate::zo::replay::ZoBackend;
+    use crate::{Error, Result};
+
+    /// Bytes of each of the two buffers the bandwidth copy moves between.
+    const COPY_BYTES: usize = 1 << 30;
+    /// Timed repetitions of the bandwidth copy (best one kept).
+    const COPY_REPS: usize = 10;
+    /// Each floor GEMM runs at least this many times per timing.
+    const MIN_GEMM_REPS: usize = 8;
+    /// RNG tensor id of the floor operands (no model tensor uses it).
+    const FLOOR_TENSOR: u32 = 0x7e57_0002;
+
+    pub struct CudaBench {
+        inner: CudaBackend,
+        name: String,
+    }
+
+    fn dtype(d: BenchDType) -> DType {
+        match d {
+            BenchDType::F32 => DType::F32,
+            BenchDType::F16 => DType::F16,
+            BenchDType::Bf16 => DType::Bf16,
+        }
+    }
+
+    impl CudaBench {
+        pub fn new(spec: &BenchSpec) -> Result<CudaBench> {
+            let t = &spec.train;
+            let opts = CudaOptions {
+                ordinal: 0,
+                dtype: dtype(spec.dtype),
+                directions: t.q,
+            };
+            let (free, total) = cuda::CudaDevice::new(0)?
+                .context()
+                .mem_get_info()
+                .map_err(|e| Error::Cuda(format!("querying GPU memory: {e}")))?;
+            let need = spec.config.n_params() as f64 * spec.dtype.bytes() as f64;
+            if need > free as f64 {
+                return Err(Error::Unsupported(format!(
+                    "this architecture's {} weights take {:.1} GiB but the GPU has {:.1} of \
+                     {:.1} GiB free; pick a smaller --arch",
+                    spec.dtype.name(),
+                    need / (1u64 << 30) as f64,
+                    free as f64 / (1u64 << 30) as f64,
+                    total as f64 / (1u64 << 30) as f64,
+                )));
+            }
+            cuda::reset_peak_device_bytes();
+            let inner = CudaBackend::synthetic(
+                &spec.config,
+                spec.weight_seed,
+                Some((&t.family, t.dist)),
+                &opts,
+            )?;
+            let name = format!(
+                "{}, {:.0} GiB",
+                inner.device().describe()?,
+                total as f64 / (1u64 << 30) as f64
+            );
+            Ok(CudaBench { inner, name })
+        }
+
+        fn time<F: FnMut() -> Result<()>>(&self, reps: usize, mut f: F) -> Result<f64> {
+            self.inner.synchronize()?;
+            let t = Instant::now();
+            for _ in 0..reps {
+                f()?;
+            }
+            self.inner.synchronize()?;
+            Ok(t.elapsed().as_secs_f64() / reps as f64)
+        }
+    }
+
+    impl Backend for CudaBench {
+        fn name(&self) -> &'static str {
+            "cuda"
+        }
+
+        fn score(&self, plan: &Plan) -> Result<Scores> {
+            self.inner.score(plan)
+        }
+    }
+
+    impl ZoBackend for CudaBench {
+        fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+            ZoBackend::begin_step(&mut self.inner, step, period_seed)
+        }
+
+        fn update(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+            ZoBackend::update(&mut self.inner, rec, cfg)
+        }
+
+        fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()> {
+            self.inner.perturb_in_place(seed, scale, dist)
+        }
+    }
+
+    impl BenchBackend for CudaBench {
+        fn device_name(&self) -> String {
+            self.name.clone()
+        }
+
+        fn score_timed(&self, plan: &Plan) -> Result<(Scores, ScoreTiming)> {
+            // `score` reads the log-probs back, which waits for the whole forward.
+            self.inner.synchronize()?;
+            let t = Instant::now();
+            let scores = self.inner.score(plan)?;
+            let timing = ScoreTiming {
+                forward_s: t.elapsed().as_secs_f64(),
+                loss_s: None,
+            };
+            Ok((scores, timing))
+        }
+
+        fn synchronize(&self) -> Result<()> {
+            self.inner.synchronize()
+        }
+
+        fn peak_memory_bytes(&self) -> Result<u64> {
+            Ok(cuda::peak_device_bytes() as u64)
+        }
+
+        fn compute_floor_s(&self, shapes: &[GemmShape]) -> Result<f64> {
+            let dev = self.inner.device();
+            let dt = self.inner.dtype();
+            let gemm = Gemm::new(dev.stream().clone())?;
+            let mut total = 0.0;
+            for (i, s) in shapes.iter().enumerate() {
+                if s.m == 0 || s.n == 0 || s.k == 0 || s.count == 0 {
+                    continue;
+                }
+                // Random operands: a GEMM of zeros draws less power and clocks higher.
+                let x = DBuf::zeros(dev, dt, s.m * s.k)?;
+                let w = DBuf::zeros(dev, dt, s.n * s.k)?;
+                let y = DBuf::zeros(dev, dt, s.m * s.n)?;
+                for (j, (b, rows, cols)) in [(&x, s.m, s.k), (&w, s.n, s.k)].iter().enumerate() {
+                    let how = Init::Normal {
+                        seed: i as u64,
+                        tensor: FLOOR_TENSOR,
+                        role: j as u32,
+                        std: 0.02,
+                    };
+                    dev.init(b, 0, *rows, *cols, *cols, how)?;
+                }
+                let shape = cuda::GemmShape {
+                    dtype: dt,
+                    rows: s.m,
+                    out: s.n,
+                    k: s.k,
+                    ld_x: s.k,
+                    ld_w: s.k,
+                    ld_y: s.n,
+                    bias: false,
+                    accumulate: false,
+                    store_y: true,
+                };
+                // SAFETY: x holds m·k, w n·k and y m·n elements of the storage dtype.
+                let run = || unsafe { gemm.run(&shape, x.ptr(), w.ptr(), y.ptr(), None) };
+                run()?;
+                let reps = s.count.max(MIN_GEMM_REPS);
+                let once = self.time(reps, run)?;
+                total += once * s.count as f64;
+            }
+            Ok(total)
+        }
+
+        fn memory_bandwidth(&self) -> Result<f64> {
+            let dev = self.inner.device();
+            let a = DBuf::zeros(dev, DType::F32, COPY_BYTES / 4)?;
+            let b = DBuf::zeros(dev, DType::F32, COPY_BYTES / 4)?;
+            dev.copy(&a, &b)?;
+            let mut best = f64::INFINITY;
+            for _ in 0..COPY_REPS {
+                best = best.min(self.time(1, || dev.copy(&a, &b))?);
+            }
+            Ok(2.0 * COPY_BYTES as f64 / best.max(1e-9))
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Untyped device buffers tagged with their element type, and the init kernel that fills them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
@@ -7,6 +8,44 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use super::device::{cuda_err, CudaDevice};
 use super::DType;
 use crate::{Error, Result};
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of one live device allocation, counted in the process-wide totals until dropped.
+/// Every allocation of the backend (buffers and the cuBLASLt workspace) holds one, so
+/// [`peak_device_bytes`] is the high-water mark of what zo asked the driver for.
+pub(crate) struct Tracked(usize);
+
+impl Tracked {
+    pub(crate) fn new(bytes: usize) -> Tracked {
+        let live = LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+        Tracked(bytes)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        LIVE_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Device bytes zo holds now, over all GPUs of the process (the CUDA context and the
+/// libraries' own reservations are not included).
+pub fn live_device_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+/// The most device bytes zo held at once so far (see [`live_device_bytes`]).
+pub fn peak_device_bytes() -> usize {
+    PEAK_BYTES.load(Ordering::Relaxed)
+}
+
+/// Restarts the high-water mark at what is held now (benchmarks measure one phase).
+pub fn reset_peak_device_bytes() {
+    PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
+}
 
 /// A device allocation of `len` elements of `dtype`. The raw address is taken once at
 /// allocation: kernels and cuBLASLt receive plain pointers, and the one stream the backend
@@ -16,6 +55,7 @@ pub struct DBuf {
     ptr: u64,
     pub dtype: DType,
     pub len: usize,
+    _tracked: Tracked,
 }
 
 impl std::fmt::Debug for DBuf {
@@ -41,6 +81,7 @@ impl DBuf {
     fn wrap(stream: &Arc<CudaStream>, buf: CudaSlice<u8>, dtype: DType, len: usize) -> DBuf {
         let ptr = buf.device_ptr(stream).0;
         DBuf {
+            _tracked: Tracked::new(buf.len()),
             buf,
             ptr,
             dtype,

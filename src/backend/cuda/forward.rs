@@ -232,6 +232,7 @@ impl Forward<'_> {
             ld_y: v,
             bias: false,
             accumulate: false,
+            store_y: false,
         };
         // SAFETY: hf holds r·ld_e, the head v·e, logits r·v elements (sized above).
         unsafe { b.gemm.run(&shape, hf, b.model.head().ptr(), logits, None)? };
@@ -411,6 +412,7 @@ impl Forward<'_> {
             ld_y,
             bias: g.bias.is_some(),
             accumulate,
+            store_y: false,
         };
         // SAFETY: x holds t·ld, W out·ld, y t·ld_y elements; bias out fp32.
         unsafe {

@@ -41,6 +41,9 @@ pub struct GemmShape {
     pub bias: bool,
     /// y += x·Wᵀ (residual accumulation) instead of y = x·Wᵀ.
     pub accumulate: bool,
+    /// y (and the bias) in the storage dtype instead of fp32: the plain library GEMM the
+    /// benchmarks' compute floor runs. The forward always keeps y in fp32.
+    pub store_y: bool,
 }
 
 impl GemmShape {
@@ -100,6 +103,7 @@ pub struct Gemm {
     handle: sys::cublasLtHandle_t,
     stream: Arc<CudaStream>,
     workspace: cudarc::driver::CudaSlice<u8>,
+    _tracked: super::buffer::Tracked,
     plans: Mutex<HashMap<GemmShape, Plan>>,
 }
 
@@ -131,6 +135,7 @@ impl Gemm {
             handle,
             stream,
             workspace,
+            _tracked: super::buffer::Tracked::new(WORKSPACE),
             plans: Mutex::new(HashMap::new()),
         })
     }
@@ -138,6 +143,7 @@ impl Gemm {
     fn make_plan(&self, s: &GemmShape) -> Result<Plan> {
         let t = cuda_type(s.dtype);
         let f32t = sys::cudaDataType_t::CUDA_R_32F;
+        let yt = if s.store_y { t } else { f32t };
         let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t)
             .map_err(blas_err("creating a matmul descriptor"))?;
         let mut plan = Plan {
@@ -146,7 +152,7 @@ impl Gemm {
                 .map_err(blas_err("layout of W"))?,
             b: lt::create_matrix_layout(t, s.k as u64, s.rows as u64, s.ld_x as i64)
                 .map_err(blas_err("layout of x"))?,
-            c: lt::create_matrix_layout(f32t, s.out as u64, s.rows as u64, s.ld_y as i64)
+            c: lt::create_matrix_layout(yt, s.out as u64, s.rows as u64, s.ld_y as i64)
                 .map_err(blas_err("layout of y"))?,
             algo: unsafe { std::mem::zeroed() },
         };
@@ -172,7 +178,7 @@ impl Gemm {
             )?;
             set(
                 A::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                &f32t as *const _ as *const c_void,
+                &yt as *const _ as *const c_void,
                 size_of::<sys::cudaDataType>(),
             )?;
         }
@@ -219,7 +225,8 @@ impl Gemm {
     ///
     /// # Safety
     /// The pointers must be live device allocations of the sizes above, in `shape.dtype` (x, W)
-    /// and fp32 (y, bias), not freed before the stream reaches this GEMM.
+    /// and fp32 (y, bias; y in the storage dtype with `store_y`), not freed before the
+    /// stream reaches this GEMM.
     pub unsafe fn run(
         &self,
         shape: &GemmShape,

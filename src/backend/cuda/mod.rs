@@ -42,7 +42,7 @@ pub use attention::{
 };
 #[cfg(zo_kernels)]
 pub use backend::{CudaBackend, CudaOptions};
-pub use buffer::{DBuf, Init};
+pub use buffer::{live_device_bytes, peak_device_bytes, reset_peak_device_bytes, DBuf, Init};
 pub use device::{kernels_built, CudaDevice};
 pub use dtype::DType;
 pub use gemm::{Gemm, GemmShape};
