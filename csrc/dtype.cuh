@@ -22,6 +22,9 @@ __device__ __forceinline__ float zo_f32(zo_f16 x) { return __half2float(x); }
 template <typename T> __device__ __forceinline__ T zo_from_f32(float x);
 template <> __device__ __forceinline__ float zo_from_f32<float>(float x) { return x; }
 template <> __device__ __forceinline__ zo_bf16 zo_from_f32<zo_bf16>(float x) {
+    // A NaN keeps its sign and top payload bits with the quiet bit set, as the host's
+    // conversion does; the intrinsic would return one canonical NaN and break bit-exactness.
+    if (x != x) return __ushort_as_bfloat16((unsigned short)((__float_as_uint(x) >> 16) | 0x40u));
     return __float2bfloat16_rn(x);
 }
 template <> __device__ __forceinline__ zo_f16 zo_from_f32<zo_f16>(float x) {

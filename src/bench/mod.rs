@@ -178,6 +178,8 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         let measured = i >= opts.warmup;
         if i == 0 || i == opts.warmup {
             progress(if measured { "measuring" } else { "warming up" });
+            #[cfg(feature = "cuda")]
+            crate::backend::cuda::profile::reset();
         }
         let batch = lengths::synthetic_batch(lens, vocab, spec.weight_seed, step);
         let ps = cfg.period().map(|nu| period_seed(cfg.seed, step, nu));
@@ -222,6 +224,10 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         passes = n;
     }
     let peak_memory_bytes = backend.peak_memory_bytes()?;
+    #[cfg(feature = "cuda")]
+    if let Some(table) = crate::backend::cuda::profile::report() {
+        progress(&format!("per-op time over the measured steps (ZO_PROFILE=1):\n{table}"));
+    }
 
     let steps = times.len() as f64;
     let mean = |x: usize| x as f64 / steps;

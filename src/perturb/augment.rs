@@ -19,9 +19,10 @@ use crate::{Error, Result};
 
 /// Rank components per shrink block (grid.y covers the rank in steps of this).
 pub const SHRINK_RANKS: usize = 16;
-/// Rows per shrink block.
-pub const SHRINK_ROWS: usize = 16;
-/// Columns of x per shared-memory tile.
+/// Rows per shrink block (one per half-warp of its 128 threads).
+pub const SHRINK_ROWS: usize = 8;
+/// Columns the twin walks per step (two 64-column chunks; the kernel's order is the same chain
+/// over the chunks, whatever it keeps in flight).
 pub const SHRINK_KC: usize = 128;
 /// Lanes that split a tile's columns (half a warp).
 const LANES: usize = 16;

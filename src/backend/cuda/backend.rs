@@ -202,13 +202,30 @@ impl ZoBackend for CudaBackend {
     fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
         if let GpuFamily::LowRank(l) = &mut self.family {
             // The trait has no error channel here; a failure shows at the next score.
-            if let Err(e) = l.begin_step(&self.dev, &mut self.model, step, period_seed) {
+            let (dev, model) = (&self.dev, &mut self.model);
+            let r = super::profile::region(dev, "begin_step", || {
+                l.begin_step(dev, model, step, period_seed)
+            });
+            if let Err(e) = r {
                 l.poison(e);
             }
         }
     }
 
     fn update(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        let dev = self.dev.clone();
+        super::profile::region(&dev, "update", || self.update_family(rec, cfg))
+    }
+
+    fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()> {
+        super::profile::region(&self.dev, "perturb_in_place", || {
+            super::dense::perturb_in_place(&self.dev, &self.model, seed, scale, dist)
+        })
+    }
+}
+
+impl CudaBackend {
+    fn update_family(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
         match &mut self.family {
             GpuFamily::LowRank(l) => l.update(&self.dev, rec, cfg),
             GpuFamily::Dense { dist } => {
@@ -220,7 +237,4 @@ impl ZoBackend for CudaBackend {
         }
     }
 
-    fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()> {
-        super::dense::perturb_in_place(&self.dev, &self.model, seed, scale, dist)
-    }
 }

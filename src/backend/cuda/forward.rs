@@ -7,6 +7,7 @@
 use super::backend::{CudaBackend, GpuFamily};
 use super::buffer::DBuf;
 use super::params::*;
+use super::profile::region;
 use super::weights::{DMlp, DNorm, GroupLinear};
 use super::{DType, GemmShape};
 use crate::backend::device_plan::DevicePlan;
@@ -147,7 +148,7 @@ impl Forward<'_> {
     pub fn score(self, plan: &Plan) -> Result<Scores> {
         let b = self.b;
         let c = &b.model.config;
-        let dp = DevicePlan::new(plan)?;
+        let dp = region(&b.dev, "device_plan", || DevicePlan::new(plan))?;
         if dp.scoring_rows.is_empty() {
             return Ok(Scores {
                 query_logprobs: Vec::new(),
@@ -164,17 +165,17 @@ impl Forward<'_> {
             ));
         }
         let t = dp.n_tokens;
-        let pb = self.upload(&dp)?;
+        let pb = region(&b.dev, "upload", || self.upload(&dp))?;
         self.ws.tokens = self.ws.tokens.max(t);
         self.ws.rows = self.ws.rows.max(dp.scoring_rows.len());
         if let GpuFamily::LowRank(l) = &b.family {
-            l.pack(&b.dev, &b.model, &dp)?;
+            region(&b.dev, "pack", || l.pack(&b.dev, &b.model, &dp))?;
         }
 
         let h = c.hidden_size;
         let dt = b.model.dtype;
         let x = self.ws.get(b, "x", DType::F32, t * h)?.ptr();
-        self.embed(&pb, t, x)?;
+        region(&b.dev, "embed", || self.embed(&pb, t, x))?;
         let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let slots = dp.n_pages * crate::backend::device_plan::PAGE_SIZE;
         let kc = self.ws.get(b, "k_cache", DType::F32, slots * kvd)?.ptr();
@@ -182,34 +183,48 @@ impl Forward<'_> {
         for layer in &b.model.layers {
             // Attention block.
             let xa = self.ws.get(b, "xa", dt, t * layer.qkv.ld)?.ptr();
-            self.norm(&layer.attn_norm, x, t, None, xa, layer.qkv.ld)?;
-            self.shrink(&layer.qkv, xa, t, &pb, &dp)?;
+            region(&b.dev, "norm", || {
+                self.norm(&layer.attn_norm, x, t, None, xa, layer.qkv.ld)
+            })?;
+            region(&b.dev, "shrink", || self.shrink(&layer.qkv, xa, t, &pb, &dp))?;
             let qkv_w = layer.qkv.out;
             let qkv = self.ws.get(b, "qkv", DType::F32, t * qkv_w)?.ptr();
-            self.gemm(&layer.qkv, xa, t, qkv, qkv_w, false)?;
+            region(&b.dev, "gemm.qkv", || {
+                self.gemm(&layer.qkv, xa, t, qkv, qkv_w, false)
+            })?;
             if c.arch == Arch::Llama {
-                self.rope(qkv, qkv_w, t, qd, &pb)?;
+                region(&b.dev, "rope", || self.rope(qkv, qkv_w, t, qd, &pb))?;
             }
-            self.kv_write(qkv, qkv_w, t, qd, kvd, slots, kc, vc, &pb)?;
+            region(&b.dev, "kv_write", || {
+                self.kv_write(qkv, qkv_w, t, qd, kvd, slots, kc, vc, &pb)
+            })?;
             let ao = self.ws.get(b, "ao", dt, t * layer.o.ld)?.ptr();
-            self.attention(qkv, qkv_w, t, &dp, &pb, kc, vc, ao, layer.o.ld)?;
-            self.shrink(&layer.o, ao, t, &pb, &dp)?;
-            self.gemm(&layer.o, ao, t, x, h, true)?;
+            region(&b.dev, "attention", || {
+                self.attention(qkv, qkv_w, t, &dp, &pb, kc, vc, ao, layer.o.ld)
+            })?;
+            region(&b.dev, "shrink", || self.shrink(&layer.o, ao, t, &pb, &dp))?;
+            region(&b.dev, "gemm.o", || self.gemm(&layer.o, ao, t, x, h, true))?;
             // MLP block.
             let (first, second) = match &layer.mlp {
                 DMlp::Gated { gate_up, down, .. } => (gate_up, down),
                 DMlp::Plain { fc1, fc2 } => (fc1, fc2),
             };
             let xm = self.ws.get(b, "xm", dt, t * first.ld)?.ptr();
-            self.norm(&layer.mlp_norm, x, t, None, xm, first.ld)?;
-            self.shrink(first, xm, t, &pb, &dp)?;
+            region(&b.dev, "norm", || {
+                self.norm(&layer.mlp_norm, x, t, None, xm, first.ld)
+            })?;
+            region(&b.dev, "shrink", || self.shrink(first, xm, t, &pb, &dp))?;
             let mid = self.ws.get(b, "mid", DType::F32, t * first.out)?.ptr();
-            self.gemm(first, xm, t, mid, first.out, false)?;
+            region(&b.dev, "gemm.mlp_in", || {
+                self.gemm(first, xm, t, mid, first.out, false)
+            })?;
             let am = self.ws.get(b, "am", dt, t * second.ld)?.ptr();
             let gated = matches!(layer.mlp, DMlp::Gated { .. });
-            self.act(mid, first.out, t, second.k, gated, am, second.ld)?;
-            self.shrink(second, am, t, &pb, &dp)?;
-            self.gemm(second, am, t, x, h, true)?;
+            region(&b.dev, "act", || {
+                self.act(mid, first.out, t, second.k, gated, am, second.ld)
+            })?;
+            region(&b.dev, "shrink", || self.shrink(second, am, t, &pb, &dp))?;
+            region(&b.dev, "gemm.mlp_out", || self.gemm(second, am, t, x, h, true))?;
         }
         // Final norm at the scoring rows only, then the head on those rows.
         let r = dp.scoring_rows.len();
@@ -235,7 +250,9 @@ impl Forward<'_> {
             store_y: false,
         };
         // SAFETY: hf holds r·ld_e, the head v·e, logits r·v elements (sized above).
-        unsafe { b.gemm.run(&shape, hf, b.model.head().ptr(), logits, None)? };
+        region(&b.dev, "gemm.head", || unsafe {
+            b.gemm.run(&shape, hf, b.model.head().ptr(), logits, None)
+        })?;
         let nq = dp.query_token.len();
         let out = self.ws.get(b, "qlp", DType::F32, nq)?;
         let out_ptr = out.ptr();
@@ -260,7 +277,9 @@ impl Forward<'_> {
                 &[logits, pb.query_row, 0, out_ptr],
             )?
         };
-        let all = self.ws.get(b, "qlp", DType::F32, nq)?.to_f32(&b.dev)?;
+        let all = region(&b.dev, "readback", || {
+            self.ws.get(b, "qlp", DType::F32, nq)?.to_f32(&b.dev)
+        })?;
         let query_logprobs = all[..nq].to_vec();
         let examples = classification_scores(plan, &query_logprobs);
         Ok(Scores {

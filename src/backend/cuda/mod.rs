@@ -24,6 +24,7 @@ mod loss;
 mod lowrank;
 mod ops;
 mod params;
+pub mod profile;
 mod rng;
 mod update;
 mod weights;
