@@ -2,26 +2,27 @@
 // params/adapter.h): the shrink writes a site's extra columns of the GEMM input x', the pack
 // its extra columns of the weight W'.
 //
-// Shrink: each half-warp owns one row t and a block's ZO_SHRINK_RANKS rank components (grid.y
-// covers the rank). Lane l streams the row's columns {64 h + 4 l + c} straight from global
-// memory (8 or 16-byte loads, several h in flight) and chains, for every rank k, in this exact
-// order (which the CPU twin `perturb::augment::shrink` reproduces):
-//   part[l] = fma chain over h = 0, 1, ... and c = 0..3 of x[t][64 h + 4 l + c] *
-//             f[k][64 h + 4 l + c] for the columns below K, from 0;
-//   sum = the xor butterfly of the 16 parts with strides 8, 4, 2, 1.
-// The factor (V^T or A) is read through the cache by all rows of a block at the same columns;
-// lora's Z_A is generated in place. No shared memory and no barrier: the rows of a GEMM input
-// are the only parallelism the fixed order leaves, so a block holds few rows and many blocks.
-// lora: h = fma(sc, sum(x Z_A,d), sum(x A)) on rows of direction d.
+// Shrink: a block of ZO_SHRINK_THREADS owns one row t and ZO_SHRINK_RANKS rank components
+// (grid.y covers the rank). Its ZO_SHRINK_SPLIT half-warps split the row's 64-column chunks
+// round-robin; lane l of half-warp w streams the columns {64 h + 4 l + c} of the chunks
+// h = w, w + SPLIT, ... straight from global memory. Per rank k the exact order (which the CPU
+// twin `perturb::augment::shrink_dot` reproduces) is:
+//   part[w][l] = fma chain over those h in increasing order, c = 0..3, of
+//                x[t][64 h + 4 l + c] * f[k][64 h + 4 l + c] for the columns below K, from 0;
+//   s[w] = the xor butterfly of part[w][0..16] with strides 8, 4, 2, 1;
+//   sum = (((s[0] + s[1]) + s[2]) + ...) + s[SPLIT - 1].
+// Rows are few (a GEMM input of ~10^3 rows) and K long, so splitting K is what fills the GPU;
+// the factor (V^T or A) is read through the cache by every row at the same columns. lora's
+// Z_A is generated in place: h = fma(sc, sum(x Z_A,d), sum(x A)) on rows of direction d.
 #include <string.h>
 
 #include "kernel.cuh"
 
 #define ZO_SHRINK_THREADS 128
-#define ZO_SHRINK_ROWS (ZO_SHRINK_THREADS / 16)
+#define ZO_SHRINK_SPLIT (ZO_SHRINK_THREADS / 16)
 #define ZO_SHRINK_RANKS 16
-// Column chunks of 64 (one h) each lane has in flight per round.
-#define ZO_SHRINK_UNROLL 4
+// Chunks each lane keeps in flight per round.
+#define ZO_SHRINK_UNROLL 2
 #define ZO_PACK_THREADS 256
 
 struct alignas(16) ZoAdapterVec16 {
@@ -97,24 +98,25 @@ static __device__ __forceinline__ void zo_shrink_load_f(const float* __restrict_
     }
 }
 
-// One lane's part of sum_j x[j] f[kr][j] for the block's ranks, then the half-warp butterfly.
-// Every lane of the warp must call it (the butterfly shuffles across the whole warp).
+// Lane `lane` of half-warp `w`: its part of sum_j x[j] f[kr][j] for the block's ranks, summed
+// over the half-warp by the butterfly (every lane ends with the half-warp's s[w]).
 template <typename T>
-static __device__ __forceinline__ void zo_shrink_dots(const T* __restrict__ row, bool row_ok,
+static __device__ __forceinline__ void zo_shrink_dots(const T* __restrict__ row,
                                                       const float* __restrict__ factor,
                                                       const ZoRngStream* zs, ZoShrinkParams p,
-                                                      uint32_t k0, int nk, int lane, bool xvec,
-                                                      bool fvec, float acc[ZO_SHRINK_RANKS]) {
+                                                      uint32_t k0, int nk, int w, int lane,
+                                                      bool xvec, bool fvec,
+                                                      float acc[ZO_SHRINK_RANKS]) {
 #pragma unroll
     for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) acc[kk] = 0.0f;
     const uint32_t chunks = (p.k + 63) / 64;
-    for (uint32_t h0 = 0; h0 < chunks; h0 += ZO_SHRINK_UNROLL) {
+    for (uint32_t h0 = w; h0 < chunks; h0 += ZO_SHRINK_SPLIT * ZO_SHRINK_UNROLL) {
         float xv[ZO_SHRINK_UNROLL][4];
 #pragma unroll
         for (int u = 0; u < ZO_SHRINK_UNROLL; u++) {
-            const uint32_t col = 64 * (h0 + u) + 4 * lane;
-            if (row_ok && h0 + u < chunks) {
-                zo_shrink_load_x(row, col, p.k, xvec, xv[u]);
+            const uint32_t h = h0 + u * ZO_SHRINK_SPLIT;
+            if (h < chunks) {
+                zo_shrink_load_x(row, 64 * h + 4 * lane, p.k, xvec, xv[u]);
             } else {
 #pragma unroll
                 for (int c = 0; c < 4; c++) xv[u][c] = 0.0f;
@@ -122,8 +124,9 @@ static __device__ __forceinline__ void zo_shrink_dots(const T* __restrict__ row,
         }
 #pragma unroll
         for (int u = 0; u < ZO_SHRINK_UNROLL; u++) {
-            const uint32_t col = 64 * (h0 + u) + 4 * lane;
-            if (h0 + u >= chunks) break;
+            const uint32_t h = h0 + u * ZO_SHRINK_SPLIT;
+            if (h >= chunks) break;
+            const uint32_t col = 64 * h + 4 * lane;
 #pragma unroll
             for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) {
                 if (kk >= nk) break;
@@ -148,18 +151,20 @@ __device__ __forceinline__ void zo_adapter_shrink_impl(ZoShrinkParams p, T* __re
                                                        const float* __restrict__ factor,
                                                        const ZoSegment* __restrict__ segs,
                                                        const uint32_t* __restrict__ seg_dir) {
-    const int lane = threadIdx.x % 16;
-    const uint32_t t = blockIdx.x * ZO_SHRINK_ROWS + threadIdx.x / 16;
+    __shared__ float part[2][ZO_SHRINK_SPLIT][ZO_SHRINK_RANKS];
+    __shared__ float res[ZO_SHRINK_RANKS];
+    const int tid = threadIdx.x, lane = tid % 16, w = tid / 16;
+    const uint32_t t = blockIdx.x;
     const uint32_t k0 = blockIdx.y * ZO_SHRINK_RANKS;
     const int nk = min(ZO_SHRINK_RANKS, (int)(p.rank - k0));
     const bool lora = p.family == ZO_ADAPTER_LORA;
-    const bool row_ok = t < p.rows;
+    if (t >= p.rows) return; // the whole block
 
     // The row's segment (binary search over the sorted segments) and direction.
     int d = -1;
     float sc = 0.0f;
     ZoRngStream zs = {};
-    if (row_ok) {
+    {
         uint32_t lo = 0, hi = p.n_segs;
         while (lo < hi) {
             const uint32_t mid = (lo + hi) / 2;
@@ -175,47 +180,53 @@ __device__ __forceinline__ void zo_adapter_shrink_impl(ZoShrinkParams p, T* __re
             zs.role = 3u; // LORA_A
         }
     }
-    // Whether this row and its warp partner need each pass (warp-uniform branches around the
-    // shuffles of the butterfly).
-    const int need0 = row_ok && (p.live || d >= 0);
-    const int need1 = row_ok && lora && d >= 0;
-    const bool warp0 = (need0 | __shfl_xor_sync(ZO_FULL_MASK, need0, 16)) != 0;
-    const bool warp1 = (need1 | __shfl_xor_sync(ZO_FULL_MASK, need1, 16)) != 0;
-
-    const T* row = x + (uint64_t)(row_ok ? t : 0) * p.ld;
-    const bool fvec = (reinterpret_cast<uintptr_t>(factor) & 15u) == 0 && (p.k & 3u) == 0;
-    const bool xvec = p.vec != 0;
-    float res[ZO_SHRINK_RANKS];
+    // Block-uniform: nothing to compute when the row writes only zeros.
+    const bool need0 = p.live || d >= 0;
+    const bool need1 = lora && d >= 0;
+    T* out_row = x + (uint64_t)t * p.ld;
+    if (need0) {
+        const bool fvec = (reinterpret_cast<uintptr_t>(factor) & 15u) == 0 && (p.k & 3u) == 0;
+        const bool xvec = p.vec != 0;
+        float acc[ZO_SHRINK_RANKS];
+        zo_shrink_dots<T>(out_row, factor, nullptr, p, k0, nk, w, lane, xvec, fvec, acc);
+        if (lane == 0) {
 #pragma unroll
-    for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) res[kk] = 0.0f;
-    if (warp0) zo_shrink_dots<T>(row, need0, factor, nullptr, p, k0, nk, lane, xvec, fvec, res);
-    if (warp1) {
-        float z[ZO_SHRINK_RANKS];
-        zo_shrink_dots<T>(row, need1, factor, &zs, p, k0, nk, lane, xvec, fvec, z);
-        if (need1) {
-#pragma unroll
-            for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) res[kk] = __fmaf_rn(sc, z[kk], res[kk]);
+            for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) part[0][w][kk] = acc[kk];
         }
+        if (need1) {
+            zo_shrink_dots<T>(out_row, factor, &zs, p, k0, nk, w, lane, xvec, fvec, acc);
+            if (lane == 0) {
+#pragma unroll
+                for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) part[1][w][kk] = acc[kk];
+            }
+        }
+        __syncthreads();
+        if (tid < nk) {
+            float s = part[0][0][tid];
+            for (int i = 1; i < ZO_SHRINK_SPLIT; i++) s = __fadd_rn(s, part[0][i][tid]);
+            if (need1) {
+                float z = part[1][0][tid];
+                for (int i = 1; i < ZO_SHRINK_SPLIT; i++) z = __fadd_rn(z, part[1][i][tid]);
+                s = __fmaf_rn(sc, z, s);
+            }
+            res[tid] = s;
+        }
+        __syncthreads();
     }
-    if (!row_ok) return;
 
     // Write the site's block of the row: (dirs + 1) sub-blocks of this block's nk ranks.
     const float down = zo_adapter_exp2(-p.scale_exp);
     const uint32_t per_row = (p.dirs + 1) * nk;
-    T* out_row = x + (uint64_t)t * p.ld;
-    for (uint32_t e = lane; e < per_row; e += 16) {
+    for (uint32_t e = tid; e < per_row; e += ZO_SHRINK_THREADS) {
         const uint32_t sb = e / nk, kk = e % nk;
-        float r = 0.0f;
-#pragma unroll
-        for (int j = 0; j < ZO_SHRINK_RANKS; j++) r = j == (int)kk ? res[j] : r;
-        const float v = need0 ? __fmul_rn(p.scale, r) : 0.0f;
+        const float v = need0 ? __fmul_rn(p.scale, res[kk]) : 0.0f;
         float out;
         if (sb == 0) out = p.live ? __fmul_rn(v, down) : 0.0f;
         else out = d == (int)(sb - 1) ? __fmul_rn(v, sc) : 0.0f;
         out_row[p.col0 + sb * p.rank + k0 + kk] = zo_from_f32<T>(out);
     }
     if (blockIdx.y == 0 && p.pad_end > p.pad_begin) {
-        for (uint32_t c = p.pad_begin + lane; c < p.pad_end; c += 16)
+        for (uint32_t c = p.pad_begin + tid; c < p.pad_end; c += ZO_SHRINK_THREADS)
             out_row[c] = zo_from_f32<T>(0.0f);
     }
 }

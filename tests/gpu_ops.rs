@@ -178,10 +178,16 @@ fn elementwise_row_ops_equal_the_twins_bit_for_bit() {
 
         let mut dst = up(&dev, &case.dst_storage_init());
         dev.to_storage(t, shape, &src, &mut dst).unwrap();
-        assert_eq!(
-            down(&dev, &dst),
-            case.want_to_storage(),
-            "to_storage {what}"
+        assert_same_bytes(
+            &format!("to_storage {what}"),
+            &down(&dev, &dst),
+            &case.want_to_storage(),
+            t.size(),
+            |i| {
+                case.src
+                    .get(i / case.ld_dst * case.ld_src + i % case.ld_dst)
+                    .copied()
+            },
         );
 
         let mut dst = up(&dev, &case.dst_storage_init());
@@ -259,4 +265,30 @@ fn bad_shapes_are_errors_not_launches() {
         )
         .unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
+}
+
+/// Byte equality of two storage buffers; a failure names the first differing element, its
+/// bytes on each side and the source value it was converted from (when in range).
+fn assert_same_bytes(
+    what: &str,
+    got: &[u8],
+    want: &[u8],
+    size: usize,
+    src: impl Fn(usize) -> Option<f32>,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    if let Some(i) =
+        (0..got.len() / size).find(|&i| got[i * size..][..size] != want[i * size..][..size])
+    {
+        let mismatches = (0..got.len() / size)
+            .filter(|&i| got[i * size..][..size] != want[i * size..][..size])
+            .count();
+        panic!(
+            "{what}: {mismatches} elements differ; first at element {i}: got {:02x?}, want {:02x?} \
+             (converted from {:?})",
+            &got[i * size..][..size],
+            &want[i * size..][..size],
+            src(i).map(|v| (v, v.to_bits()))
+        );
+    }
 }

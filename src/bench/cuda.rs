@@ -33,9 +33,7 @@ pub fn open(spec: &BenchSpec) -> Result<Box<dyn BenchBackend>> {
     #[cfg(not(zo_kernels))]
     {
         let _ = spec;
-        Err(Error::Unsupported(
-            "this build has no CUDA kernels".into(),
-        ))
+        Err(Error::Unsupported("this build has no CUDA kernels".into()))
     }
 }
 

@@ -226,7 +226,9 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
     let peak_memory_bytes = backend.peak_memory_bytes()?;
     #[cfg(feature = "cuda")]
     if let Some(table) = crate::backend::cuda::profile::report() {
-        progress(&format!("per-op time over the measured steps (ZO_PROFILE=1):\n{table}"));
+        progress(&format!(
+            "per-op time over the measured steps (ZO_PROFILE=1):\n{table}"
+        ));
     }
 
     let steps = times.len() as f64;

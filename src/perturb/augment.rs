@@ -19,11 +19,10 @@ use crate::{Error, Result};
 
 /// Rank components per shrink block (grid.y covers the rank in steps of this).
 pub const SHRINK_RANKS: usize = 16;
-/// Rows per shrink block (one per half-warp of its 128 threads).
-pub const SHRINK_ROWS: usize = 8;
-/// Columns the twin walks per step (two 64-column chunks; the kernel's order is the same chain
-/// over the chunks, whatever it keeps in flight).
-pub const SHRINK_KC: usize = 128;
+/// Rows per shrink block.
+pub const SHRINK_ROWS: usize = 1;
+/// Half-warps of a shrink block; each chains every SHRINK_SPLIT-th 64-column chunk of the row.
+pub const SHRINK_SPLIT: usize = 8;
 /// Lanes that split a tile's columns (half a warp).
 const LANES: usize = 16;
 
@@ -104,33 +103,37 @@ pub fn exp2(e: i32) -> f32 {
     f32::from_bits(((e + 127) as u32) << 23)
 }
 
-/// `Σ_j x[j]·f[j]` in the kernel's order: lane l chains the columns `kc + 64h + 4l + c`
-/// (tile kc, h = 0, 1, c = 0..3) with fma from 0, then the lanes are summed by an xor butterfly
-/// (strides 8, 4, 2, 1).
+/// `Σ_j x[j]·f[j]` in the kernel's order: lane l of half-warp w chains, with fma from 0, the
+/// columns `64h + 4l + c` (c = 0..3, below K) of the chunks h = w, w + SHRINK_SPLIT, ...; each
+/// half-warp's lanes are summed by an xor butterfly (strides 8, 4, 2, 1), then the half-warps'
+/// sums are added in order.
 pub fn shrink_dot(x: &[f32], f: &[f32]) -> f32 {
     let k = x.len();
-    let mut part = [0.0f32; LANES];
-    for kc in (0..k).step_by(SHRINK_KC) {
-        for (l, p) in part.iter_mut().enumerate() {
-            for h in 0..2 {
+    let chunks = k.div_ceil(64);
+    let mut total = 0.0f32;
+    for w in 0..SHRINK_SPLIT {
+        let mut part = [0.0f32; LANES];
+        for h in (w..chunks).step_by(SHRINK_SPLIT) {
+            for (l, p) in part.iter_mut().enumerate() {
                 for c in 0..4 {
-                    let j = kc + 64 * h + 4 * l + c;
+                    let j = 64 * h + 4 * l + c;
                     if j < k {
                         *p = x[j].mul_add(f[j], *p);
                     }
                 }
             }
         }
-    }
-    let mut m = LANES / 2;
-    while m > 0 {
-        let prev = part;
-        for (l, p) in part.iter_mut().enumerate() {
-            *p = prev[l] + prev[l ^ m];
+        let mut m = LANES / 2;
+        while m > 0 {
+            let prev = part;
+            for (l, p) in part.iter_mut().enumerate() {
+                *p = prev[l] + prev[l ^ m];
+            }
+            m /= 2;
         }
-        m /= 2;
+        total = if w == 0 { part[0] } else { total + part[0] };
     }
-    part[0]
+    total
 }
 
 /// The segment of row `t` and its index (segments sorted and disjoint).

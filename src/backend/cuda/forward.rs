@@ -186,7 +186,9 @@ impl Forward<'_> {
             region(&b.dev, "norm", || {
                 self.norm(&layer.attn_norm, x, t, None, xa, layer.qkv.ld)
             })?;
-            region(&b.dev, "shrink", || self.shrink(&layer.qkv, xa, t, &pb, &dp))?;
+            region(&b.dev, "shrink", || {
+                self.shrink(&layer.qkv, xa, t, &pb, &dp)
+            })?;
             let qkv_w = layer.qkv.out;
             let qkv = self.ws.get(b, "qkv", DType::F32, t * qkv_w)?.ptr();
             region(&b.dev, "gemm.qkv", || {
@@ -224,7 +226,9 @@ impl Forward<'_> {
                 self.act(mid, first.out, t, second.k, gated, am, second.ld)
             })?;
             region(&b.dev, "shrink", || self.shrink(second, am, t, &pb, &dp))?;
-            region(&b.dev, "gemm.mlp_out", || self.gemm(second, am, t, x, h, true))?;
+            region(&b.dev, "gemm.mlp_out", || {
+                self.gemm(second, am, t, x, h, true)
+            })?;
         }
         // Final norm at the scoring rows only, then the head on those rows.
         let r = dp.scoring_rows.len();

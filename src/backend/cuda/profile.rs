@@ -20,11 +20,19 @@ fn table() -> &'static Mutex<BTreeMap<&'static str, (f64, u64)>> {
 }
 
 /// Runs `f`, and with profiling on adds its synchronised wall time to `name`'s total.
-pub(crate) fn region<T>(dev: &CudaDevice, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn region<T>(
+    dev: &CudaDevice,
+    name: &'static str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     if !enabled() {
         return f();
     }
-    let sync = || dev.stream().synchronize().map_err(super::device::cuda_err("profiling sync"));
+    let sync = || {
+        dev.stream()
+            .synchronize()
+            .map_err(super::device::cuda_err("profiling sync"))
+    };
     sync()?;
     let t = Instant::now();
     let out = f()?;
