@@ -142,6 +142,14 @@ pub enum Init {
         std: f32,
     },
     Const(f32),
+    /// `bound · (2u − 1)` with `u = uniform_open0(raw(seed, tensor, role, index))`: LoRA A's
+    /// Kaiming-uniform init, bit for bit the host's (`2u − 1` is exact, one rounding).
+    Uniform {
+        seed: u64,
+        tensor: u32,
+        role: u32,
+        bound: f32,
+    },
 }
 
 unsafe impl cudarc::driver::DeviceRepr for super::params::ZoInitParams {}
@@ -265,6 +273,17 @@ impl CudaDevice {
                 ZO_INIT_NORMAL,
             ),
             Init::Const(v) => (ZoRngStream::default(), 0.0, v, ZO_INIT_CONST),
+            Init::Uniform {
+                seed,
+                tensor,
+                role,
+                bound,
+            } => (
+                crate::rng::Stream::new(seed, tensor, role).into(),
+                bound,
+                0.0,
+                ZO_INIT_UNIFORM,
+            ),
         };
         let p = ZoInitParams {
             stream,
