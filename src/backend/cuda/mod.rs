@@ -19,6 +19,8 @@ mod forward;
 mod gemm;
 #[cfg(zo_kernels)]
 mod kernel_args;
+#[cfg(zo_kernels)]
+mod lora;
 mod loss;
 #[cfg(zo_kernels)]
 mod lowrank;
