@@ -42,6 +42,9 @@ pub struct CudaBackend {
     pub(crate) ws: Mutex<Workspace>,
 }
 
+/// Named f32 tensors with their shapes, as `Family::state_tensors` gives them.
+pub type StateTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// What to build a CUDA backend from.
 pub struct CudaOptions {
     pub ordinal: usize,
@@ -212,7 +215,7 @@ impl CudaBackend {
     /// The family's trained state outside the weights, named, shaped and ordered as the host
     /// family's `Family::state_tensors` (lora: A and B of every target; tests compare them
     /// bit for bit). Empty for no family and in-place dense, whose state is the weights.
-    pub fn family_state(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn family_state(&self) -> Result<StateTensors> {
         match &self.family {
             GpuFamily::Lora(l) => l.state_tensors(&self.dev),
             GpuFamily::None | GpuFamily::Dense { .. } => Ok(Vec::new()),

@@ -8,6 +8,7 @@
 //! (sub-block 0 on every row once B is live, sub-block 1 + d times sc on the rows of direction
 //! d), so the GEMM adds (α/r)·x·(A + sc·Z_A)ᵀ·(B + sc·Z_B)ᵀ, the host family's exact product.
 
+use super::backend::StateTensors;
 use super::buffer::{DBuf, Init};
 use super::device::CudaDevice;
 use super::params::*;
@@ -187,7 +188,7 @@ impl GpuLora {
 
     /// `layers.{l}.{slot}.lora_a` `[r, in]` and `.lora_b` `[out, r]`, as the host family's
     /// `state_tensors` names and orders them.
-    pub fn state_tensors(&self, dev: &CudaDevice) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn state_tensors(&self, dev: &CudaDevice) -> Result<StateTensors> {
         let mut out = Vec::with_capacity(2 * self.sites.len());
         for s in &self.sites {
             let name = site_name(s.site);
@@ -307,7 +308,7 @@ impl GpuLora {
                 live: self.b_live as u32,
                 dist: dist_code(self.dist),
                 tensor: Param::Weight(s.site).tensor_id(),
-                vec: (g.ld * g.w.dtype.size() % 16 == 0) as u32,
+                vec: (g.ld * g.w.dtype.size()).is_multiple_of(16) as u32,
                 pad_begin: if last { used_end as u32 } else { 0 },
                 pad_end: if last { g.ld as u32 } else { 0 },
                 scale: self.scale,

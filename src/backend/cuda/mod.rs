@@ -43,7 +43,7 @@ pub use attention::{
     DevicePrefix, LaunchGeometry, PrefillAttention, QkvLayout, SeqTables, MAX_HEAD_DIM, PAGE,
 };
 #[cfg(zo_kernels)]
-pub use backend::{CudaBackend, CudaOptions};
+pub use backend::{CudaBackend, CudaOptions, StateTensors};
 pub use buffer::{DBuf, Init};
 pub use device::{kernels_built, CudaDevice};
 pub use dtype::DType;
