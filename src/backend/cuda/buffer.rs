@@ -295,8 +295,7 @@ impl CudaDevice {
             kind,
             reserved: 0,
         };
-        let blocks = ((rows * cols) as u64).div_ceil(4);
-        let grid = blocks.div_ceil(256).clamp(1, 65_535) as u32;
+        let cfg: LaunchConfig = crate::backend::launch::init_launch_config(rows * cols).into();
         let name = match buf.dtype {
             DType::F32 => "zo_init_f32",
             DType::Bf16 => "zo_init_bf16",
@@ -307,14 +306,7 @@ impl CudaDevice {
         let mut l = self.stream().launch_builder(&f);
         l.arg(&p).arg(&ptr);
         // SAFETY: (ZoInitParams, T*) is the kernel's signature; the range was checked above.
-        unsafe {
-            l.launch(LaunchConfig {
-                grid_dim: (grid, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            })
-        }
-        .map_err(cuda_err(format!("launching {name}")))?;
+        unsafe { l.launch(cfg) }.map_err(cuda_err(format!("launching {name}")))?;
         Ok(())
     }
 
