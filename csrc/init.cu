@@ -15,6 +15,13 @@ __device__ __forceinline__ void zo_init_body(const ZoInitParams& p, T* __restric
             zo_gaussian_block(p.stream, b, v);
 #pragma unroll
             for (int l = 0; l < 4; l++) v[l] = __fmul_rn(p.std_dev, v[l]);
+        } else if (p.kind == ZO_INIT_UNIFORM) {
+            const ZoU32x4 x = zo_raw_block(p.stream, b);
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                const float u = zo_uniform_open0(x.x[l]);
+                v[l] = __fmul_rn(p.std_dev, __fsub_rn(__fmul_rn(2.0f, u), 1.0f));
+            }
         } else {
 #pragma unroll
             for (int l = 0; l < 4; l++) v[l] = p.value;

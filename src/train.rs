@@ -359,11 +359,12 @@ impl Device {
     }
 }
 
-/// Whether the CUDA backend can train `cfg`'s family (lowrank, in-place dense).
+/// Whether the CUDA backend can train `cfg`'s family (lowrank, lora, in-place dense).
 pub fn family_runs_on_gpu(cfg: &TrainConfig) -> bool {
     matches!(
         cfg.family,
         crate::perturb::FamilyConfig::LowRank { .. }
+            | crate::perturb::FamilyConfig::Lora { .. }
             | crate::perturb::FamilyConfig::Dense { in_place: true }
     )
 }
@@ -383,7 +384,8 @@ pub fn resolve_device(d: Device, cfg: &TrainConfig, progress: bool) -> Result<De
     match d {
         Device::Cpu => Ok(Device::Cpu),
         Device::Cuda(_) if !family_runs_on_gpu(cfg) => Err(Error::Unsupported(format!(
-            "the {} family does not run on the CUDA backend yet (lowrank and in-place dense              do); use --device cpu",
+            "the {} family does not run on the CUDA backend yet (lowrank, lora and in-place \
+             dense do); use --device cpu",
             cfg.family.name()
         ))),
         Device::Cuda(dt) => Ok(Device::Cuda(dt)),
@@ -576,7 +578,8 @@ fn cuda_train(
         dtype: cuda_dtype(dt),
         directions: cfg.q,
     };
-    let make = || CudaBackend::new(base, Some((&cfg.family, cfg.dist)), &o);
+    // The run seed initialises LoRA A as on the CPU, so the seed log replays there.
+    let make = || CudaBackend::new_seeded(base, Some((&cfg.family, cfg.dist)), cfg.seed, &o);
     let out = train(&make, data, cfg, base_hash, log, opts)?;
     Ok((out.log, out.test_accuracy))
 }

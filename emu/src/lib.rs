@@ -22,6 +22,7 @@ pub mod params {
 pub mod adapter;
 pub mod attention;
 mod guarded;
+pub mod init;
 pub mod loss;
 pub mod ops;
 pub mod rng;

@@ -222,8 +222,10 @@ fn hf_module(arch: Arch, slot: Slot) -> &'static str {
     }
 }
 
-/// A (r×in), uniform in (−1/√in, 1/√in] from the run seed (see the module docs).
-fn init_a(seed: u64, site: Site, r: usize, n_in: usize) -> Vec<f32> {
+/// A (r×in), uniform in (−1/√in, 1/√in] from the run seed (see the module docs); the twin of
+/// the device init (`zo_init_<T>`, kind uniform).
+#[doc(hidden)]
+pub fn init_a(seed: u64, site: Site, r: usize, n_in: usize) -> Vec<f32> {
     let stream = crate::rng::Stream::new(seed, Param::Weight(site).tensor_id(), role::LORA_INIT);
     let mut raw = vec![0u32; r * n_in];
     stream.fill_raw(0, &mut raw);

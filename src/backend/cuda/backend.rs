@@ -1,15 +1,17 @@
 //! The CUDA backend: the model's weights and the family's trained state on one GPU, a
 //! forward pass over a [`Plan`] that never builds a ±ε weight copy, and the seeded updates.
 //!
-//! Families on the GPU: none (evaluation), lowrank (LoZO, LoZO-M) through the K-augmented
-//! GEMMs (see `weights.rs`), and dense through in-place seeded perturbation (MeZO's +ε, −2ε,
-//! +ε) with the dense update. lora and prefix have their kernels (adapter.cu, attention.cu)
-//! but are not wired into this backend yet and are refused with a clear error.
+//! Families on the GPU: none (evaluation), lowrank (LoZO, LoZO-M) and lora (MeZO-LoRA) through
+//! the K-augmented GEMMs (see `weights.rs`), and dense through in-place seeded perturbation
+//! (MeZO's +ε, −2ε, +ε) with the dense update. prefix has its kernels (attention.cu) but is not
+//! wired into this backend yet and is refused with a clear error, as is dense with fused
+//! variants.
 
 use std::sync::{Arc, Mutex};
 
 use super::device::CudaDevice;
 use super::forward::{Forward, Workspace};
+use super::lora::GpuLora;
 use super::lowrank::GpuLowRank;
 use super::weights::{AugSpec, DeviceModel, Source};
 use super::{DType, Gemm};
@@ -24,6 +26,7 @@ use crate::{Error, Result};
 pub(crate) enum GpuFamily {
     None,
     LowRank(Box<GpuLowRank>),
+    Lora(Box<GpuLora>),
     /// In-place MeZO: θ itself is perturbed and updated.
     Dense {
         dist: Dist,
@@ -39,6 +42,9 @@ pub struct CudaBackend {
     pub(crate) ws: Mutex<Workspace>,
 }
 
+/// Named f32 tensors with their shapes, as `Family::state_tensors` gives them.
+pub type StateTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// What to build a CUDA backend from.
 pub struct CudaOptions {
     pub ordinal: usize,
@@ -48,16 +54,30 @@ pub struct CudaOptions {
 }
 
 impl CudaBackend {
-    /// The base model on GPU `opts.ordinal`, with `family` (None: evaluation only).
+    /// The base model on GPU `opts.ordinal`, with `family` (None: evaluation only). Trained
+    /// state that starts random (LoRA A) is drawn from run seed 0, `TrainConfig`'s default;
+    /// [`CudaBackend::new_seeded`] takes the seed.
     pub fn new(
         model: &Model,
         family: Option<(&FamilyConfig, Dist)>,
         opts: &CudaOptions,
     ) -> Result<CudaBackend> {
-        Self::build(&model.config, Source::Host(model), family, opts)
+        Self::new_seeded(model, family, 0, opts)
     }
 
-    /// [`Model::synthetic`] of `config`, made on the GPU (benchmarks at any scale).
+    /// [`CudaBackend::new`] with the run seed that initialises the family's trained state (LoRA
+    /// A), the `seed` the host family is built with (`perturb::build`), so both start equal.
+    pub fn new_seeded(
+        model: &Model,
+        family: Option<(&FamilyConfig, Dist)>,
+        seed: u64,
+        opts: &CudaOptions,
+    ) -> Result<CudaBackend> {
+        Self::build(&model.config, Source::Host(model), family, seed, opts)
+    }
+
+    /// [`Model::synthetic`] of `config` from `seed`, made on the GPU (benchmarks at any scale).
+    /// The family's trained state starts from run seed 0, as with [`CudaBackend::new`].
     pub fn synthetic(
         config: &ModelConfig,
         seed: u64,
@@ -65,13 +85,14 @@ impl CudaBackend {
         opts: &CudaOptions,
     ) -> Result<CudaBackend> {
         let std = crate::model::random::DEFAULT_STD;
-        Self::build(config, Source::Synthetic { seed, std }, family, opts)
+        Self::build(config, Source::Synthetic { seed, std }, family, 0, opts)
     }
 
     fn build(
         config: &ModelConfig,
         source: Source<'_>,
         family: Option<(&FamilyConfig, Dist)>,
+        family_seed: u64,
         opts: &CudaOptions,
     ) -> Result<CudaBackend> {
         if config.arch == crate::model::Arch::Opt
@@ -83,28 +104,45 @@ impl CudaBackend {
                     .into(),
             ));
         }
+        // Checked before anything is allocated on the device.
+        let lora_targets = match family {
+            Some((cfg @ FamilyConfig::Lora { .. }, _)) => {
+                Some(super::lora::lora_targets(cfg, config.arch)?.2)
+            }
+            _ => None,
+        };
         let dev = Arc::new(CudaDevice::new(opts.ordinal)?);
         let aug = match family {
-            Some((FamilyConfig::LowRank { rank, .. }, _)) => AugSpec {
-                rank: *rank,
-                dirs: opts.directions.max(1),
-            },
+            Some((FamilyConfig::LowRank { rank, .. } | FamilyConfig::Lora { rank, .. }, _)) => {
+                AugSpec {
+                    rank: *rank,
+                    dirs: opts.directions.max(1),
+                }
+            }
             _ => AugSpec::default(),
         };
         let lowrank = matches!(family, Some((FamilyConfig::LowRank { .. }, _)));
+        // lowrank: every block Linear; lora: its target slots in every layer.
         let model = DeviceModel::build(&dev, config, opts.dtype, source, aug, &|site| {
-            lowrank && site.layer.is_some()
+            site.layer.is_some()
+                && (lowrank
+                    || lora_targets
+                        .as_ref()
+                        .is_some_and(|t| t.contains(&site.slot)))
         })?;
         let family = match family {
             None => GpuFamily::None,
             Some((cfg @ FamilyConfig::LowRank { .. }, dist)) => {
                 GpuFamily::LowRank(Box::new(GpuLowRank::new(&dev, &model, cfg, dist)?))
             }
+            Some((cfg @ FamilyConfig::Lora { .. }, dist)) => GpuFamily::Lora(Box::new(
+                GpuLora::new(&dev, &model, cfg, dist, family_seed)?,
+            )),
             Some((FamilyConfig::Dense { in_place: true }, dist)) => GpuFamily::Dense { dist },
             Some((other, _)) => {
                 return Err(Error::Unsupported(format!(
                     "the {} family {} is not available on the CUDA backend yet; use --device \
-                     cpu, or the lowrank family or in-place dense MeZO on the GPU",
+                     cpu, or the lowrank or lora family or in-place dense MeZO on the GPU",
                     other.name(),
                     if matches!(other, FamilyConfig::Dense { .. }) {
                         "with fused variants"
@@ -146,6 +184,7 @@ impl CudaBackend {
         self.model.bytes()
             + match &self.family {
                 GpuFamily::LowRank(l) => l.bytes(),
+                GpuFamily::Lora(l) => l.bytes(),
                 _ => 0,
             }
     }
@@ -171,6 +210,19 @@ impl CudaBackend {
             .group_of(site)
             .ok_or_else(|| Error::Config(format!("no GEMM holds {site:?}")))?;
         Ok((g.w.to_f32(&self.dev)?, g.out, g.ld))
+    }
+
+    /// The family's trained state outside the weights, named, shaped and ordered as the host
+    /// family's `Family::state_tensors` (lora: A and B of every target; tests compare them
+    /// bit for bit). Empty for no family and in-place dense, whose state is the weights.
+    pub fn family_state(&self) -> Result<StateTensors> {
+        match &self.family {
+            GpuFamily::Lora(l) => l.state_tensors(&self.dev),
+            GpuFamily::None | GpuFamily::Dense { .. } => Ok(Vec::new()),
+            GpuFamily::LowRank(_) => Err(Error::Unsupported(
+                "reading the low-rank state back from the GPU".into(),
+            )),
+        }
     }
 
     /// Bytes of activation buffers held for the largest plan scored so far.
@@ -200,6 +252,7 @@ impl Backend for CudaBackend {
 
 impl ZoBackend for CudaBackend {
     fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+        // lora, like its host family, has nothing to do at a step's start.
         if let GpuFamily::LowRank(l) = &mut self.family {
             // The trait has no error channel here; a failure shows at the next score.
             let (dev, model) = (&self.dev, &mut self.model);
@@ -228,6 +281,7 @@ impl CudaBackend {
     fn update_family(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
         match &mut self.family {
             GpuFamily::LowRank(l) => l.update(&self.dev, rec, cfg),
+            GpuFamily::Lora(l) => l.update(&self.dev, rec, cfg),
             GpuFamily::Dense { dist } => {
                 super::dense::update(&self.dev, &self.model, *dist, rec, cfg)
             }

@@ -183,6 +183,14 @@ pub enum Init {
         std: f32,
     },
     Const(f32),
+    /// `bound · (2u − 1)` with `u = uniform_open0(raw(seed, tensor, role, index))`: LoRA A's
+    /// Kaiming-uniform init, bit for bit the host's (`2u − 1` is exact, one rounding).
+    Uniform {
+        seed: u64,
+        tensor: u32,
+        role: u32,
+        bound: f32,
+    },
 }
 
 unsafe impl cudarc::driver::DeviceRepr for super::params::ZoInitParams {}
@@ -306,6 +314,17 @@ impl CudaDevice {
                 ZO_INIT_NORMAL,
             ),
             Init::Const(v) => (ZoRngStream::default(), 0.0, v, ZO_INIT_CONST),
+            Init::Uniform {
+                seed,
+                tensor,
+                role,
+                bound,
+            } => (
+                crate::rng::Stream::new(seed, tensor, role).into(),
+                bound,
+                0.0,
+                ZO_INIT_UNIFORM,
+            ),
         };
         let p = ZoInitParams {
             stream,
@@ -317,8 +336,7 @@ impl CudaDevice {
             kind,
             reserved: 0,
         };
-        let blocks = ((rows * cols) as u64).div_ceil(4);
-        let grid = blocks.div_ceil(256).clamp(1, 65_535) as u32;
+        let cfg: LaunchConfig = crate::backend::launch::init_launch_config(rows * cols).into();
         let name = match buf.dtype {
             DType::F32 => "zo_init_f32",
             DType::Bf16 => "zo_init_bf16",
@@ -329,14 +347,7 @@ impl CudaDevice {
         let mut l = self.stream().launch_builder(&f);
         l.arg(&p).arg(&ptr);
         // SAFETY: (ZoInitParams, T*) is the kernel's signature; the range was checked above.
-        unsafe {
-            l.launch(LaunchConfig {
-                grid_dim: (grid, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            })
-        }
-        .map_err(cuda_err(format!("launching {name}")))?;
+        unsafe { l.launch(cfg) }.map_err(cuda_err(format!("launching {name}")))?;
         Ok(())
     }
 

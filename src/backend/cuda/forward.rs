@@ -155,21 +155,27 @@ impl Forward<'_> {
                 examples: Vec::new(),
             });
         }
-        if let GpuFamily::LowRank(l) = &b.family {
-            l.check_plan(&dp)?;
-        } else if !dp.segments.is_empty() {
-            return Err(Error::Unsupported(
-                "this CUDA backend's family scores no perturbed variants (dense MeZO runs \
-                 in place on the GPU)"
-                    .into(),
-            ));
+        match &b.family {
+            GpuFamily::LowRank(l) => l.check_plan(&dp)?,
+            // The direction count is checked against the layout when packing.
+            GpuFamily::Lora(_) => {}
+            GpuFamily::None | GpuFamily::Dense { .. } if !dp.segments.is_empty() => {
+                return Err(Error::Unsupported(
+                    "this CUDA backend's family scores no perturbed variants (dense MeZO runs \
+                     in place on the GPU)"
+                        .into(),
+                ));
+            }
+            GpuFamily::None | GpuFamily::Dense { .. } => {}
         }
         let t = dp.n_tokens;
         let pb = region(&b.dev, "upload", || self.upload(&dp))?;
         self.ws.tokens = self.ws.tokens.max(t);
         self.ws.rows = self.ws.rows.max(dp.scoring_rows.len());
-        if let GpuFamily::LowRank(l) = &b.family {
-            region(&b.dev, "pack", || l.pack(&b.dev, &b.model, &dp))?;
+        match &b.family {
+            GpuFamily::LowRank(l) => region(&b.dev, "pack", || l.pack(&b.dev, &b.model, &dp))?,
+            GpuFamily::Lora(l) => region(&b.dev, "pack", || l.pack(&b.dev, &b.model, &dp))?,
+            GpuFamily::None | GpuFamily::Dense { .. } => {}
         }
 
         let h = c.hidden_size;
@@ -410,6 +416,9 @@ impl Forward<'_> {
     ) -> Result<()> {
         match &self.b.family {
             GpuFamily::LowRank(l) if !g.adapters.is_empty() => {
+                l.shrink(&self.b.dev, g, x, t, pb.segs, pb.seg_dir, dp)
+            }
+            GpuFamily::Lora(l) if !g.adapters.is_empty() => {
                 l.shrink(&self.b.dev, g, x, t, pb.segs, pb.seg_dir, dp)
             }
             _ => Ok(()),

@@ -19,6 +19,8 @@ mod forward;
 mod gemm;
 #[cfg(zo_kernels)]
 mod kernel_args;
+#[cfg(zo_kernels)]
+mod lora;
 mod loss;
 #[cfg(zo_kernels)]
 mod lowrank;
@@ -42,7 +44,7 @@ pub use attention::{
     DevicePrefix, LaunchGeometry, PrefillAttention, QkvLayout, SeqTables, MAX_HEAD_DIM, PAGE,
 };
 #[cfg(zo_kernels)]
-pub use backend::{CudaBackend, CudaOptions};
+pub use backend::{CudaBackend, CudaOptions, StateTensors};
 pub use buffer::{live_device_bytes, peak_device_bytes, reset_peak_device_bytes, DBuf, Init};
 pub use device::{kernels_built, CudaDevice};
 pub use dtype::DType;

@@ -12,7 +12,7 @@ mod update;
 pub use adapter::{pack_launch_config, shrink_launch_config};
 pub use loss::{classification_launch_config, logprob_launch_config};
 pub use ops::{norm_launch_config, row_launch_config};
-pub use rng::rng_draw_launch_config;
+pub use rng::{init_launch_config, rng_draw_launch_config};
 pub use update::{axpy_launch_config, basis_launch_config, merge_launch_config};
 
 /// Grid, block and dynamic shared memory of one launch, in cudarc's `LaunchConfig` terms.
