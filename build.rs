@@ -85,7 +85,8 @@ fn compile_fatbin(nvcc: &Path, out: &Path) {
     // __fmaf_rn, ...), which PTX marks with .rn and which neither nvcc nor ptxas contracts, so
     // the GEMM and attention kernels keep their FMA contraction.
     let status = Command::new(nvcc)
-        .args(["-fatbin", "-O3", "-std=c++17", "-lineinfo"])
+        // Uncompressed: the loader skips a decompression and tests can read the SASS headers.
+        .args(["-fatbin", "-O3", "-std=c++17", "-lineinfo", "-no-compress"])
         .args(["-gencode", "arch=compute_80,code=sm_80"])
         .args(["-gencode", "arch=compute_90a,code=sm_90a"])
         .args(["-gencode", "arch=compute_80,code=compute_80"])

@@ -28,6 +28,12 @@ template <> __device__ __forceinline__ zo_bf16 zo_from_f32<zo_bf16>(float x) {
     return __float2bfloat16_rn(x);
 }
 template <> __device__ __forceinline__ zo_f16 zo_from_f32<zo_f16>(float x) {
+    // NaN: sign, quiet bit and the top payload bits, as the host's conversion (see above).
+    if (x != x) {
+        const unsigned u = __float_as_uint(x);
+        return __ushort_as_half(
+            (unsigned short)(((u >> 16) & 0x8000u) | 0x7e00u | ((u & 0x7fffffu) >> 13)));
+    }
     return __float2half_rn(x);
 }
 

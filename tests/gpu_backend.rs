@@ -387,7 +387,7 @@ fn lozo_on_the_default_model_agrees_in_sign() {
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/smollm2-135m");
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/data/sentiment");
-    if !dir.is_dir() || !data.is_dir() {
+    if !dir.join("model.safetensors").is_file() || !data.is_dir() {
         eprintln!("skipped: the default model is not in assets/ (run tools/fetch-assets)");
         return;
     }

@@ -49,7 +49,10 @@ len_args=()
 for arch in $ARCHS; do
     lengths="$out/$arch.lengths.json"
     for fam in lozo mezo mezo-lora; do
-        run "$out/$arch.zo.$fam.json" "$ZO_RUN" bench --arch "$arch" --family "$fam" \
+        # MeZO runs in place on the GPU (+eps, -2eps, +eps), as its reference trainer does.
+        extra=()
+        [[ $fam == mezo ]] && extra=(--in-place)
+        run "$out/$arch.zo.$fam.json" "$ZO_RUN" bench --arch "$arch" --family "$fam" "${extra[@]}" \
             --device cuda --batch 16 --steps "$STEPS" --warmup "$WARMUP" --json \
             --dump-lengths "$lengths" "${len_args[@]}"
     done

@@ -341,15 +341,7 @@ impl Builder<'_> {
             .filter(|&g| (self.adapter)(sites[g]))
             .collect();
         let extra = adapters.len() * self.aug.block();
-        let align = std::env::var("ZO_AUG_ALIGN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8usize);
-        let ld = if extra > 0 {
-            (k + extra).next_multiple_of(align)
-        } else {
-            k.next_multiple_of(8)
-        };
+        let ld = (k + extra).next_multiple_of(8);
         let out: usize = outs.iter().sum();
         let (w, bias) = match self.source {
             Source::Host(m) => {
