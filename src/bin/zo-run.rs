@@ -60,10 +60,9 @@ enum Cmd {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Where to run: cpu, cuda (GPU 0), or auto (the GPU when one is usable and the family
-    /// runs there). The default stays cpu until the GPU backend has passed its checks on
-    /// real hardware.
-    #[arg(long, default_value = "cpu")]
+    /// Where to run: cpu, cuda (GPU 0), or auto (GPU 0 when one is usable and the family
+    /// runs there, else the CPU).
+    #[arg(long, default_value = "auto")]
     device: String,
     /// GPU weight storage: bf16, f16 or f32 (arithmetic is fp32 in every case).
     #[arg(long, default_value = "bf16")]

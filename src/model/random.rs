@@ -311,6 +311,42 @@ impl ModelConfig {
     }
 }
 
+impl Model {
+    /// Synthetic weights that the GPU can make in place (csrc/init.cu) bit for bit: every
+    /// weight matrix and embedding element is `std · gaussian(seed, tensor id,`
+    /// [`SYNTHETIC_ROLE`]`, index)` (one f32 multiply; index row-major over the stored tensor),
+    /// norm weights are 1, biases and norm biases 0. Benchmarks at any scale use this, so a
+    /// GPU model and its CPU twin are the same model.
+    pub fn synthetic(config: ModelConfig, seed: u64, std: f32) -> Model {
+        use crate::model::Param;
+        use rayon::prelude::*;
+        let mut m = Model::random_with_std(config, seed, std);
+        for t in crate::perturb::dense::model_tensors(&mut m) {
+            match t.param {
+                Param::NormWeight(_) => t.data.fill(1.0),
+                Param::NormBias(_) | Param::Bias(_) => t.data.fill(0.0),
+                _ => {
+                    let id = t.tensor_id;
+                    t.data
+                        .par_chunks_mut(1 << 16)
+                        .enumerate()
+                        .for_each(|(c, chunk)| {
+                            crate::rng::fill_gaussian(
+                                seed,
+                                id,
+                                SYNTHETIC_ROLE,
+                                (c << 16) as u64,
+                                chunk,
+                            );
+                            chunk.iter_mut().for_each(|v| *v *= std);
+                        });
+                }
+            }
+        }
+        m
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,41 +425,5 @@ mod tests {
         let n = &m.layers[0].mlp_norm;
         assert!(n.w.is_none() && n.b.is_none());
         assert_eq!(n.kind, NormKind::Layer);
-    }
-}
-
-impl Model {
-    /// Synthetic weights that the GPU can make in place (csrc/init.cu) bit for bit: every
-    /// weight matrix and embedding element is `std · gaussian(seed, tensor id,`
-    /// [`SYNTHETIC_ROLE`]`, index)` (one f32 multiply; index row-major over the stored tensor),
-    /// norm weights are 1, biases and norm biases 0. Benchmarks at any scale use this, so a
-    /// GPU model and its CPU twin are the same model.
-    pub fn synthetic(config: ModelConfig, seed: u64, std: f32) -> Model {
-        use crate::model::Param;
-        use rayon::prelude::*;
-        let mut m = Model::random_with_std(config, seed, std);
-        for t in crate::perturb::dense::model_tensors(&mut m) {
-            match t.param {
-                Param::NormWeight(_) => t.data.fill(1.0),
-                Param::NormBias(_) | Param::Bias(_) => t.data.fill(0.0),
-                _ => {
-                    let id = t.tensor_id;
-                    t.data
-                        .par_chunks_mut(1 << 16)
-                        .enumerate()
-                        .for_each(|(c, chunk)| {
-                            crate::rng::fill_gaussian(
-                                seed,
-                                id,
-                                SYNTHETIC_ROLE,
-                                (c << 16) as u64,
-                                chunk,
-                            );
-                            chunk.iter_mut().for_each(|v| *v *= std);
-                        });
-                }
-            }
-        }
-        m
     }
 }

@@ -253,7 +253,7 @@ impl GpuLowRank {
                 live: self.dirty as u32,
                 dist: dist_code(self.dist),
                 tensor: Param::Weight(s.site).tensor_id(),
-                vec: (g.ld * g.w.dtype.size() % 16 == 0) as u32,
+                vec: (g.ld * g.w.dtype.size()).is_multiple_of(16) as u32,
                 pad_begin: if last { used_end as u32 } else { 0 },
                 pad_end: if last { g.ld as u32 } else { 0 },
                 scale: self.scale,
