@@ -30,6 +30,10 @@ pub enum Error {
     /// A request the engine understands but does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A training run whose loss became non-finite or rose far above its start; the message
+    /// says where the last good state was saved.
+    #[error("training diverged: {0}")]
+    Diverged(String),
     /// GPU problems: no driver, no device, launch failures.
     #[error("cuda: {0}")]
     Cuda(String),

@@ -9,7 +9,7 @@
 //! weights and continues, so a resumed run ends bit for bit where an uninterrupted one does.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use crate::eval::evaluate;
 use crate::plan::TokenizedExample;
 use crate::zo::checkpoint::{Checkpoint, DevPoint, SkippedStep};
 use crate::zo::config::TrainConfig;
+use crate::zo::divergence::DivergenceGuard;
 use crate::zo::estimator::estimate;
 use crate::zo::replay::{replay, ZoBackend};
 use crate::zo::schedule::lr_at;
@@ -49,6 +50,9 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// Skip the final test evaluation.
     pub skip_test: bool,
+    /// Also measure the test accuracy of the untrained state (zero-shot) at the start of a
+    /// fresh run, so a report can show the gain on test.
+    pub test_before: bool,
 }
 
 /// What a run produced.
@@ -58,6 +62,8 @@ pub struct TrainOutcome<B> {
     pub log: Checkpoint,
     /// Test accuracy of the best dev state (None when skipped or interrupted).
     pub test_accuracy: Option<f64>,
+    /// Test accuracy before training (with [`RunOptions::test_before`] on a fresh run).
+    pub test_accuracy_before: Option<f64>,
     /// Whether every configured step ran.
     pub finished: bool,
 }
@@ -69,13 +75,16 @@ fn step_line(est: &crate::zo::estimator::StepEstimate, steps_per_s: f64) -> serd
         "step": est.record.step,
         "loss": est.loss(),
         "loss_plus": est.loss_plus,
-        "g": est.record.grads,
+        "g": est.g,
         "lr": est.record.lr,
         "skipped": est.skipped.is_some(),
         "steps_per_s": steps_per_s,
         "tokens": est.tokens,
     });
     let o = v.as_object_mut().expect("object");
+    if est.g != est.record.grads {
+        o.insert("coef".into(), json!(est.record.grads));
+    }
     match est.loss0 {
         Some(l0) => o.insert("loss0".into(), json!(l0)),
         None => o.insert("loss_minus".into(), json!(est.loss_minus)),
@@ -183,6 +192,8 @@ pub fn train<B: ZoBackend>(
     let mut metrics = Metrics::open(opts.metrics.as_deref(), resumed)?;
     let ucfg = cfg.update_config();
     let bar = progress_bar(cfg.steps, log.completed, opts.progress);
+    let plain_progress = opts.progress && !std::io::stderr().is_terminal();
+    let plain_every = (cfg.steps / 20).max(1);
     let mut last_dev = log.evals.last().map(|d| d.accuracy);
 
     let record_eval = |log: &mut Checkpoint, after: u64, acc: f64, loss: f64| {
@@ -191,16 +202,20 @@ pub fn train<B: ZoBackend>(
             accuracy: acc,
             loss,
         };
-        // Accuracy on a small dev set ties often; the lower dev loss breaks the tie.
-        let better = |b: &DevPoint| acc > b.accuracy || (acc == b.accuracy && loss < b.loss);
-        if log.best.as_ref().is_none_or(better) {
+        if log.best.as_ref().is_none_or(|b| p.beats(b)) {
             log.best = Some(p.clone());
         }
         log.evals.push(p);
         json!({"type": "eval", "split": "dev", "after": after, "accuracy": acc, "loss": loss})
     };
 
+    let mut test_accuracy_before = None;
     if log.completed == 0 && log.evals.is_empty() {
+        if opts.test_before && !data.test.is_empty() {
+            let acc = evaluate(&backend, &data.test, cfg.eval_batch, &mut |_| {})?.accuracy;
+            metrics.line(&json!({"type": "test", "after": 0, "accuracy": acc}))?;
+            test_accuracy_before = Some(acc);
+        }
         let (acc, loss) = dev_eval(&backend, &data.dev, cfg.eval_batch)?;
         let line = record_eval(&mut log, 0, acc, loss);
         metrics.line(&line)?;
@@ -217,6 +232,8 @@ pub fn train<B: ZoBackend>(
 
     let start = Instant::now();
     let first = log.completed;
+    // On resume the guard learns its start level from the first steps of this session.
+    let mut guard = DivergenceGuard::default();
     let stop = opts.stop_after.unwrap_or(u64::MAX).min(cfg.steps);
     while log.completed < stop {
         let step = log.completed;
@@ -246,6 +263,11 @@ pub fn train<B: ZoBackend>(
         log.completed += 1;
         let rate = (log.completed - first) as f64 / start.elapsed().as_secs_f64().max(1e-9);
         metrics.line(&step_line(&est, rate))?;
+        if let Some(why) = guard.observe(step, est.loss()) {
+            bar.abandon();
+            metrics.flush()?;
+            return Err(diverged(&mut log, &guard, first, opts, step, &why));
+        }
 
         let done = log.completed;
         if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
@@ -261,12 +283,18 @@ pub fn train<B: ZoBackend>(
                 log.save(path)?;
             }
         }
-        bar.set_position(done);
-        bar.set_message(format!(
+        let status = format!(
             "loss {:.4} | dev acc {} | {rate:.2} steps/s",
             est.loss(),
             last_dev.map_or("-".into(), |a| format!("{a:.3}"))
-        ));
+        );
+        if plain_progress && (done.is_multiple_of(plain_every) || done == stop) {
+            // No terminal to draw the bar on (a log file, CI): a line every 5% instead.
+            let eta = (stop - done) as f64 / rate.max(1e-9);
+            eprintln!("step {done}/{} | {status} | ETA {eta:.0} s", cfg.steps);
+        }
+        bar.set_position(done);
+        bar.set_message(status);
     }
     bar.finish_and_clear();
     let finished = log.completed == cfg.steps;
@@ -295,8 +323,39 @@ pub fn train<B: ZoBackend>(
         backend,
         log,
         test_accuracy,
+        test_accuracy_before,
         finished,
     })
+}
+
+/// Rolls `log` back to the guard's last good step, saves it where the run checkpoints, and
+/// builds the error that tells the user what happened and what to do.
+fn diverged(
+    log: &mut Checkpoint,
+    guard: &DivergenceGuard,
+    first: u64,
+    opts: &RunOptions,
+    step: u64,
+    why: &str,
+) -> Error {
+    let good = guard.last_good().unwrap_or(first);
+    log.truncate(good);
+    let lr = lr_at(&log.config, step);
+    let saved = match &opts.checkpoint {
+        None => "no checkpoint path was set, so nothing was saved".to_string(),
+        Some(p) => match log.save(p) {
+            Ok(()) => format!(
+                "the state before step {good} is saved in {} (resume from it with a lower \
+                 --lr, or export it with `zo-run export --last`)",
+                p.display()
+            ),
+            Err(e) => format!("saving the last good state failed: {e}"),
+        },
+    };
+    Error::Diverged(format!(
+        "at step {step} with lr {lr:e}, {why}; lower --lr (try {:e}); {saved}",
+        lr / 10.0
+    ))
 }
 
 /// Where a run reads its inputs and writes its outputs (`zo-run train`).
@@ -313,6 +372,8 @@ pub struct DiskRun {
     pub progress: bool,
     pub stop_after: Option<u64>,
     pub device: Device,
+    /// See [`RunOptions::test_before`].
+    pub test_before: bool,
 }
 
 /// Where `zo-run` runs the model.
@@ -359,14 +420,31 @@ impl Device {
     }
 }
 
-/// Whether the CUDA backend can train `cfg`'s family (lowrank, lora, in-place dense).
-pub fn family_runs_on_gpu(cfg: &TrainConfig) -> bool {
-    matches!(
+/// Why the CUDA backend cannot train `cfg`, or None when it can (lowrank, lora and
+/// in-place dense, with the stateless update rules).
+pub fn gpu_refusal(cfg: &TrainConfig) -> Option<String> {
+    use crate::perturb::FamilyConfig;
+    let family_ok = matches!(
         cfg.family,
-        crate::perturb::FamilyConfig::LowRank { .. }
-            | crate::perturb::FamilyConfig::Lora { .. }
-            | crate::perturb::FamilyConfig::Dense { in_place: true }
-    )
+        FamilyConfig::LowRank { .. }
+            | FamilyConfig::Lora { .. }
+            | FamilyConfig::Dense { in_place: true }
+    );
+    if !family_ok {
+        return Some(format!(
+            "the {} family does not run on the CUDA backend yet (lowrank, lora and in-place \
+             dense do)",
+            cfg.family.name()
+        ));
+    }
+    if !cfg.optimizer.step_rule().is_stateless() {
+        return Some(
+            "the momentum and adam optimizers keep moments that the CUDA backend does not \
+             hold yet (sgd, sign and fzoo run there)"
+                .into(),
+        );
+    }
+    None
 }
 
 #[cfg(zo_kernels)]
@@ -383,23 +461,19 @@ fn cuda_dtype(d: DeviceDtype) -> crate::backend::cuda::DType {
 pub fn resolve_device(d: Device, cfg: &TrainConfig, progress: bool) -> Result<Device> {
     match d {
         Device::Cpu => Ok(Device::Cpu),
-        Device::Cuda(_) if !family_runs_on_gpu(cfg) => Err(Error::Unsupported(format!(
-            "the {} family does not run on the CUDA backend yet (lowrank, lora and in-place \
-             dense do); use --device cpu",
-            cfg.family.name()
-        ))),
-        Device::Cuda(dt) => Ok(Device::Cuda(dt)),
+        Device::Cuda(dt) => match gpu_refusal(cfg) {
+            Some(why) => Err(Error::Unsupported(format!("{why}; use --device cpu"))),
+            None => Ok(Device::Cuda(dt)),
+        },
         Device::Auto => {
             #[cfg(feature = "cuda")]
             {
-                match crate::backend::cuda::CudaDevice::new(0) {
-                    Ok(_) if family_runs_on_gpu(cfg) => return Ok(Device::Cuda(DeviceDtype::Bf16)),
-                    Ok(_) if progress => eprintln!(
-                        "running on the CPU: the {} family does not run on the GPU yet",
-                        cfg.family.name()
-                    ),
-                    Err(_) => {}
-                    Ok(_) => {}
+                if crate::backend::cuda::CudaDevice::new(0).is_ok() {
+                    match gpu_refusal(cfg) {
+                        None => return Ok(Device::Cuda(DeviceDtype::Bf16)),
+                        Some(why) if progress => eprintln!("running on the CPU: {why}"),
+                        Some(_) => {}
+                    }
                 }
             }
             let _ = progress;
@@ -419,7 +493,13 @@ pub struct TrainSummary {
     pub dev_loss_before: Option<f64>,
     pub dev_loss_last: Option<f64>,
     pub best: Option<DevPoint>,
+    /// Zero-shot test accuracy (when the run measured it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy_before: Option<f64>,
     pub test_accuracy: Option<f64>,
+    /// Where the run trained.
+    pub device: String,
+    pub wall_s: f64,
     pub checkpoint: String,
     pub metrics: String,
     pub curve: Option<String>,
@@ -524,6 +604,7 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         progress: run.progress,
         stop_after: run.stop_after,
         skip_test: false,
+        test_before: run.test_before,
     };
     let log = resume.unwrap_or_else(|| {
         let mut ck = Checkpoint::new(base_hash.clone(), cfg.clone());
@@ -535,12 +616,14 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         data_hash: Some(data_hash),
         ..log
     };
-    let (log, test_accuracy) = match resolve_device(run.device, cfg, run.progress)? {
+    let started = Instant::now();
+    let device = resolve_device(run.device, cfg, run.progress)?;
+    let (log, test_accuracy_before, test_accuracy) = match device {
         Device::Cuda(dt) => cuda_train(&base, cfg, dt, &data, &base_hash, log, &opts)?,
         _ => {
             let make = || cpu_backend(&base, cfg);
             let o = train(&make, &data, cfg, &base_hash, log, &opts)?;
-            (o.log, o.test_accuracy)
+            (o.log, o.test_accuracy_before, o.test_accuracy)
         }
     };
     let log = &log;
@@ -555,7 +638,13 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         dev_loss_before: before.map(|e| e.loss),
         dev_loss_last: last.map(|e| e.loss),
         best: log.best.clone(),
+        test_accuracy_before,
         test_accuracy,
+        device: match device {
+            Device::Cuda(_) => "cuda".into(),
+            _ => "cpu".into(),
+        },
+        wall_s: started.elapsed().as_secs_f64(),
         checkpoint: checkpoint.display().to_string(),
         metrics: metrics.display().to_string(),
         curve: curve.is_file().then(|| curve.display().to_string()),
@@ -571,7 +660,7 @@ fn cuda_train(
     base_hash: &str,
     log: Checkpoint,
     opts: &RunOptions,
-) -> Result<(Checkpoint, Option<f64>)> {
+) -> Result<(Checkpoint, Option<f64>, Option<f64>)> {
     use crate::backend::cuda::{CudaBackend, CudaOptions};
     let o = CudaOptions {
         ordinal: 0,
@@ -581,7 +670,7 @@ fn cuda_train(
     // The run seed initialises LoRA A as on the CPU, so the seed log replays there.
     let make = || CudaBackend::new_seeded(base, Some((&cfg.family, cfg.dist)), cfg.seed, &o);
     let out = train(&make, data, cfg, base_hash, log, opts)?;
-    Ok((out.log, out.test_accuracy))
+    Ok((out.log, out.test_accuracy_before, out.test_accuracy))
 }
 
 #[cfg(not(zo_kernels))]
@@ -593,7 +682,7 @@ fn cuda_train(
     _: &str,
     _: Checkpoint,
     _: &RunOptions,
-) -> Result<(Checkpoint, Option<f64>)> {
+) -> Result<(Checkpoint, Option<f64>, Option<f64>)> {
     Err(Error::Unsupported(
         "this zo-run was built without the CUDA kernels; rebuild with --features cuda and nvcc \
          available (set NVCC)"

@@ -181,6 +181,7 @@ fn lowrank_steps_match_the_cpu() {
         let ucfg = zo::perturb::UpdateConfig {
             dist: Dist::Gaussian,
             weight_decay: 0.0,
+            rule: Default::default(),
         };
         for step in 0..7u64 {
             gpu.begin_step(step, None);
@@ -294,6 +295,7 @@ fn lora_steps_match_the_cpu() {
             let ucfg = zo::perturb::UpdateConfig {
                 dist,
                 weight_decay: wd,
+                rule: Default::default(),
             };
             for step in 0..steps {
                 gpu.begin_step(step, None);

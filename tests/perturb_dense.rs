@@ -161,6 +161,7 @@ fn update_cfg(dist: Dist, wd: f32) -> UpdateConfig {
     UpdateConfig {
         dist,
         weight_decay: wd,
+        rule: Default::default(),
     }
 }
 

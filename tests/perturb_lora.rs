@@ -25,7 +25,11 @@ fn lora(rank: usize, alpha: f32, targets: &[Slot]) -> FamilyConfig {
 }
 
 fn ucfg(dist: Dist, weight_decay: f32) -> UpdateConfig {
-    UpdateConfig { dist, weight_decay }
+    UpdateConfig {
+        dist,
+        weight_decay,
+        rule: Default::default(),
+    }
 }
 
 fn targets_of(cfg: &FamilyConfig) -> (usize, f32, Vec<Slot>) {

@@ -29,6 +29,7 @@ fn ucfg(dist: Dist) -> UpdateConfig {
     UpdateConfig {
         dist,
         weight_decay: 0.0,
+        rule: Default::default(),
     }
 }
 
@@ -457,6 +458,7 @@ fn bad_updates_are_rejected_clearly() {
     let wd = UpdateConfig {
         dist: Dist::Gaussian,
         weight_decay: 0.1,
+        rule: Default::default(),
     };
     match f.update(&mut model, &rec, &wd) {
         Err(Error::Unsupported(m)) => assert!(m.contains("weight decay"), "{m}"),

@@ -194,6 +194,7 @@ fn update_equals_explicit_fma_sequence_bit_for_bit() {
             let cfg = UpdateConfig {
                 dist,
                 weight_decay: wd,
+                rule: Default::default(),
             };
             let start = prefix(&model, dist);
             let mut b = backend(&model, start.clone());
@@ -239,6 +240,7 @@ fn updates_are_deterministic_whatever_the_thread_count() {
         let cfg = UpdateConfig {
             dist: Dist::Gaussian,
             weight_decay: 0.1,
+            rule: Default::default(),
         };
         b.update(&record(3), &cfg).unwrap();
         b.family().unwrap().state_tensors()

@@ -7,9 +7,9 @@ use common::synth::{parity_data, tiny_model};
 use zo::backend::cpu::CpuBackend;
 use zo::model::save::hf_tensors;
 use zo::model::{Model, Slot};
-use zo::perturb::{FamilyConfig, LowRankScale};
+use zo::perturb::{Dist, FamilyConfig, LowRankScale};
 use zo::train::{cpu_backend, train, RunOptions, TrainData, TrainOutcome};
-use zo::zo::config::LrSchedule;
+use zo::zo::config::{LrSchedule, Optimizer};
 use zo::zo::hash::model_hash;
 use zo::zo::{replay, Checkpoint, TrainConfig};
 
@@ -276,4 +276,235 @@ fn non_finite_losses_skip_the_step_and_are_logged() {
         &state(&out.backend),
         "replay with skipped steps",
     );
+}
+
+/// One trained family per optimizer beyond plain ZO-SGD, with what each needs.
+fn optimizer_cases() -> Vec<(&'static str, TrainConfig)> {
+    let with = |fam: FamilyConfig, lr: f32, optimizer: Optimizer| TrainConfig {
+        optimizer,
+        eval_every: 3,
+        warmup: 2,
+        schedule: LrSchedule::Cosine,
+        ..config(fam, 8, lr, 1e-2)
+    };
+    let adam = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    vec![
+        (
+            "momentum-lora",
+            with(lora(), 1e-1, Optimizer::Momentum { beta: 0.9 }),
+        ),
+        ("adam-lora", with(lora(), 1e-2, adam)),
+        (
+            "adam-dense",
+            with(FamilyConfig::Dense { in_place: false }, 1e-3, adam),
+        ),
+        (
+            "momentum-prefix",
+            with(
+                FamilyConfig::Prefix { tokens: 2 },
+                1e-1,
+                Optimizer::Momentum { beta: 0.8 },
+            ),
+        ),
+        ("sign-lowrank", with(lowrank(3), 1e-3, Optimizer::Sign)),
+        (
+            "fzoo-lora",
+            TrainConfig {
+                q: 4,
+                one_sided: true,
+                dist: Dist::Rademacher,
+                ..with(lora(), 1e-2, Optimizer::Fzoo)
+            },
+        ),
+    ]
+}
+
+#[test]
+fn every_optimizer_replays_and_resumes_bit_for_bit() {
+    let base = tiny_model();
+    let data = parity_data(16, 8, 8);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, cfg) in optimizer_cases() {
+        let full = run(&base, &data, &cfg, None, &RunOptions::default());
+        assert!(full.finished, "{name}");
+        assert_eq!(full.log.records.len(), 8, "{name}: steps were skipped");
+        let trained = state(&full.backend);
+        // The optimizer matters: plain ZO-SGD on the same seeds ends elsewhere.
+        let sgd = TrainConfig {
+            optimizer: Optimizer::Sgd,
+            ..cfg.clone()
+        };
+        let plain = run(&base, &data, &sgd, None, &RunOptions::default());
+        assert_ne!(state(&plain.backend), trained, "{name}: same state as sgd");
+
+        let mut b = cpu_backend(&base, &cfg).unwrap();
+        replay(&mut b, &cfg, &full.log.records, &full.log.skipped, 8).unwrap();
+        assert_same(&state(&b), &trained, &format!("{name}: replay"));
+
+        let ck = dir.path().join(format!("{name}.json"));
+        let opts = RunOptions {
+            checkpoint: Some(ck.clone()),
+            stop_after: Some(5),
+            ..RunOptions::default()
+        };
+        drop(run(&base, &data, &cfg, None, &opts));
+        let log = Checkpoint::load(&ck).unwrap();
+        assert_eq!(log.completed, 5);
+        let resumed = run(&base, &data, &cfg, Some(log), &RunOptions::default());
+        assert_same(
+            &state(&resumed.backend),
+            &trained,
+            &format!("{name}: resume"),
+        );
+        assert_eq!(resumed.log.records, full.log.records, "{name}");
+        assert_eq!(resumed.log.best, full.log.best, "{name}");
+    }
+}
+
+#[test]
+fn sign_and_fzoo_records_hold_the_coefficients_they_applied() {
+    let base = tiny_model();
+    let data = parity_data(16, 8, 8);
+    let cases = optimizer_cases();
+    let (_, sign) = cases.iter().find(|(n, _)| *n == "sign-lowrank").unwrap();
+    let out = run(&base, &data, sign, None, &RunOptions::default());
+    assert!(out
+        .log
+        .records
+        .iter()
+        .flat_map(|r| &r.grads)
+        .all(|g| *g == 1.0 || *g == -1.0));
+    let (_, fzoo) = cases.iter().find(|(n, _)| *n == "fzoo-lora").unwrap();
+    let out = run(&base, &data, fzoo, None, &RunOptions::default());
+    for r in &out.log.records {
+        // (L_d − L₀)/σ over the perturbed losses: their spread is exactly 1 in these units.
+        let n = r.grads.len() as f64;
+        let mean = r.grads.iter().map(|&g| g as f64).sum::<f64>() / n;
+        let var = r
+            .grads
+            .iter()
+            .map(|&g| (g as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        assert!(
+            (var.sqrt() - 1.0).abs() < 1e-5,
+            "step {}: σ {}",
+            r.step,
+            var.sqrt()
+        );
+    }
+}
+
+#[test]
+fn a_diverging_learning_rate_stops_with_the_last_good_state_saved() {
+    let base = tiny_model();
+    let data = parity_data(16, 8, 8);
+    let cfg = config(FamilyConfig::Dense { in_place: false }, 60, 1e6, 1e-2);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck.json");
+    let opts = RunOptions {
+        checkpoint: Some(ck.clone()),
+        ..RunOptions::default()
+    };
+    let hash = model_hash(&base);
+    let make = || cpu_backend(&base, &cfg);
+    let err = train(
+        &make,
+        &data,
+        &cfg,
+        &hash,
+        Checkpoint::new(hash.clone(), cfg.clone()),
+        &opts,
+    )
+    .err()
+    .expect("lr 1e6 must diverge");
+    let msg = err.to_string();
+    assert!(matches!(err, zo::Error::Diverged(_)), "{msg}");
+    assert!(
+        msg.contains("--lr") && msg.contains(&ck.display().to_string()),
+        "{msg}"
+    );
+    let log = Checkpoint::load(&ck).unwrap();
+    assert!(log.completed < 60, "{msg}");
+    // The saved state is the last good one: finite, and scored no worse than the limit.
+    let mut b = cpu_backend(&base, &cfg).unwrap();
+    replay(&mut b, &cfg, &log.records, &log.skipped, log.completed).unwrap();
+    assert!(state(&b)
+        .iter()
+        .all(|(_, v)| v.iter().all(|&x| f32::from_bits(x).is_finite())));
+    let (_, loss) = zo::train::dev_eval(&b, &data.train, 8).unwrap();
+    assert!(loss.is_finite(), "{msg}");
+}
+
+/// θ after one update of `rule` with a fixed record, as f32 values.
+fn after_one_update(base: &Model, cfg: &TrainConfig, rule: Optimizer) -> Vec<f32> {
+    let mut b = cpu_backend(base, cfg).unwrap();
+    let rec = zo::perturb::StepRecord {
+        step: 0,
+        seeds: vec![11, 12],
+        grads: vec![0.7, -0.4],
+        lr: 1e-3,
+        period_seed: None,
+    };
+    let ucfg = TrainConfig {
+        optimizer: rule,
+        ..cfg.clone()
+    }
+    .update_config();
+    b.update(&rec, &ucfg).unwrap();
+    state(&b)
+        .into_iter()
+        .flat_map(|(_, v)| v.into_iter().map(f32::from_bits))
+        .collect()
+}
+
+#[test]
+fn momentum_and_adam_move_along_the_perturbation_directions() {
+    let base = tiny_model();
+    for fam in [
+        lora(),
+        FamilyConfig::Dense { in_place: false },
+        FamilyConfig::Prefix { tokens: 2 },
+    ] {
+        let cfg = TrainConfig {
+            q: 2,
+            ..config(fam.clone(), 4, 1e-3, 1e-2)
+        };
+        let before: Vec<f32> = state(&cpu_backend(&base, &cfg).unwrap())
+            .into_iter()
+            .flat_map(|(_, v)| v.into_iter().map(f32::from_bits))
+            .collect();
+        let sgd = after_one_update(&base, &cfg, Optimizer::Sgd);
+        // Momentum with β = 0 is ZO-SGD up to the order of the fp32 roundings.
+        let heavy = after_one_update(&base, &cfg, Optimizer::Momentum { beta: 0.0 });
+        let adam = after_one_update(
+            &base,
+            &cfg,
+            Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-12,
+            },
+        );
+        let mut moved = 0;
+        for (i, &b) in before.iter().enumerate() {
+            let (ds, dh, da) = (sgd[i] - b, heavy[i] - b, adam[i] - b);
+            assert!(
+                (ds - dh).abs() <= 1e-6 * b.abs().max(1.0),
+                "{}: element {i}: sgd moved {ds}, momentum β=0 {dh}",
+                fam.name()
+            );
+            // Adam's first step is lr·sign(ĝ) per element: the same direction as ZO-SGD.
+            if ds.abs() > 1e-7 {
+                moved += 1;
+                assert_eq!(ds.signum(), da.signum(), "{}: element {i}", fam.name());
+                assert!((da.abs() - 1e-3).abs() < 2e-4, "{}: |Δ| {da}", fam.name());
+            }
+        }
+        assert!(moved > 0, "{}: the update moved nothing", fam.name());
+    }
 }

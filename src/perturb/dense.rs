@@ -26,6 +26,7 @@
 
 use rayon::prelude::*;
 
+use super::step_rule::Moments;
 use super::{role, Dist, Family, FamilyConfig, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::backend::cpu::gemm::matmul_wt;
 use crate::model::{Layer, Linear, Mlp, Model, Norm, NormSite, Param, Site, Slot};
@@ -43,6 +44,7 @@ const HEAD_BLOCK: usize = 4096;
 pub struct Dense {
     cfg: FamilyConfig,
     dist: Dist,
+    moments: Moments,
 }
 
 impl Dense {
@@ -51,7 +53,11 @@ impl Dense {
     /// exact) either way.
     pub fn new(cfg: FamilyConfig, dist: Dist, _model: &Model) -> Result<Dense> {
         match cfg {
-            FamilyConfig::Dense { .. } => Ok(Dense { cfg, dist }),
+            FamilyConfig::Dense { .. } => Ok(Dense {
+                cfg,
+                dist,
+                moments: Moments::default(),
+            }),
             other => Err(Error::Config(format!(
                 "the dense family was built with a {:?} config; expected family \"dense\"",
                 other.name()
@@ -421,13 +427,26 @@ impl Family for Dense {
 
     fn update(&mut self, model: &mut Model, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
         let u = update_terms("dense", rec, cfg, self.dist)?;
-        seeded_axpy(
-            model_tensors(model),
-            role::DENSE,
-            self.dist,
-            &u.terms,
-            u.decay,
-        );
+        if cfg.rule.is_stateless() {
+            seeded_axpy(
+                model_tensors(model),
+                role::DENSE,
+                self.dist,
+                &u.terms,
+                u.decay,
+            );
+        } else {
+            let m = &mut self.moments;
+            m.apply(
+                cfg.rule,
+                model_tensors(model),
+                role::DENSE,
+                self.dist,
+                rec,
+                u.decay,
+            )?;
+            m.finish_update();
+        }
         Ok(())
     }
 

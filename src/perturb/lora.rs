@@ -29,10 +29,12 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use super::dense::Tensor;
 use super::lowrank::{
     check_record, complement, distinct_seeds, gemm_acc, merge_factors, shrink_ranges, site_name,
     Mat,
 };
+use super::step_rule::Moments;
 use super::{role, Dist, Family, FamilyConfig, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::model::{Arch, Linear, Model, Param, Site, Slot};
 use crate::{Error, Result};
@@ -53,6 +55,7 @@ pub struct Lora {
     adapters: Vec<Adapter>,
     /// An update has landed, so B may be non-zero (B·A vanishes until then).
     b_live: bool,
+    moments: Moments,
 }
 
 #[derive(Clone)]
@@ -147,6 +150,7 @@ impl Lora {
             index,
             adapters,
             b_live: false,
+            moments: Moments::default(),
             cfg,
         })
     }
@@ -303,6 +307,32 @@ impl Perturbation for Lora {
     }
 }
 
+impl Lora {
+    /// ZO-SGD momentum or ZO-Adam on A and B (see [`super::step_rule`]).
+    fn update_with_moments(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        let decay = (cfg.weight_decay != 0.0).then_some(rec.lr * cfg.weight_decay);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (&site, ad) in self.sites.iter().zip(self.adapters.iter_mut()) {
+            let param = Param::Weight(site);
+            let tensor_id = param.tensor_id();
+            for (data, out) in [(&mut ad.a, &mut a), (&mut ad.b, &mut b)] {
+                out.push(Tensor {
+                    param,
+                    tensor_id,
+                    data,
+                    decay: true,
+                });
+            }
+        }
+        let m = &mut self.moments;
+        m.apply(cfg.rule, a, role::LORA_A, self.dist, rec, decay)?;
+        m.apply(cfg.rule, b, role::LORA_B, self.dist, rec, decay)?;
+        m.finish_update();
+        self.b_live = true;
+        Ok(())
+    }
+}
+
 impl Family for Lora {
     fn config(&self) -> &FamilyConfig {
         &self.cfg
@@ -310,6 +340,9 @@ impl Family for Lora {
 
     fn update(&mut self, _model: &mut Model, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
         check_record(rec, cfg, self.dist, "lora")?;
+        if !cfg.rule.is_stateless() {
+            return self.update_with_moments(rec, cfg);
+        }
         let q = rec.seeds.len() as f32;
         let lr = rec.lr;
         let decay = -(lr * cfg.weight_decay);

@@ -350,6 +350,13 @@ impl Family for LowRank {
     }
 
     fn update(&mut self, _model: &mut Model, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        if !cfg.rule.is_stateless() {
+            return Err(Error::Unsupported(
+                "the lowrank family keeps its momentum in the subspace of V (lozo-m, --momentum); \
+                 ZO-SGD momentum and ZO-Adam apply to the lora, dense and prefix families"
+                    .into(),
+            ));
+        }
         check_record(rec, cfg, self.dist, "lowrank")?;
         if cfg.weight_decay != 0.0 {
             return Err(Error::Unsupported(format!(

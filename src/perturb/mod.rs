@@ -19,6 +19,7 @@ pub mod dense;
 pub mod lora;
 pub mod lowrank;
 pub mod prefix;
+pub mod step_rule;
 
 use std::ops::Range;
 
@@ -152,7 +153,8 @@ pub struct StepRecord {
     pub step: u64,
     /// Direction seeds, one per direction d.
     pub seeds: Vec<u64>,
-    /// Projected gradients g_d, one per direction.
+    /// The coefficient of each direction in the update: g_d, or the optimizer's transform
+    /// of it (sign-ZO, FZOO; see `zo::estimator`).
     pub grads: Vec<f32>,
     pub lr: f32,
     /// Low-rank families: the seed of V for this step's period.
@@ -166,6 +168,9 @@ pub struct UpdateConfig {
     pub dist: Dist,
     /// Decoupled weight decay, θ ← θ − lr·wd·θ, on weights only (not biases, norms).
     pub weight_decay: f32,
+    /// Plain ZO-SGD, or momentum / Adam moments kept on the trained state.
+    #[serde(default)]
+    pub rule: step_rule::StepRule,
 }
 
 /// Forward-pass hooks. Defaults do nothing, so a family implements only the places it

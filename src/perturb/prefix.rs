@@ -31,6 +31,7 @@
 //! [`Prefix::with_state`] installs any other initial prefix (e.g. real activations).
 
 use super::dense::{seeded_axpy, update_terms, Tensor};
+use super::step_rule::Moments;
 use super::{role, Dist, Family, FamilyConfig, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::model::{Model, Param};
 use crate::{Error, Result};
@@ -44,6 +45,7 @@ pub struct Prefix {
     /// Per layer `[tokens][kv_width]`.
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
+    moments: Moments,
 }
 
 impl Prefix {
@@ -70,6 +72,7 @@ impl Prefix {
             kv_width,
             keys,
             values,
+            moments: Moments::default(),
         })
     }
 
@@ -113,6 +116,7 @@ impl Prefix {
             kv_width,
             keys,
             values,
+            moments: Default::default(),
         })
     }
 
@@ -187,7 +191,13 @@ impl Family for Prefix {
                 });
             }
         }
-        seeded_axpy(tensors, role::PREFIX, self.dist, &u.terms, u.decay);
+        if cfg.rule.is_stateless() {
+            seeded_axpy(tensors, role::PREFIX, self.dist, &u.terms, u.decay);
+        } else {
+            let m = &mut self.moments;
+            m.apply(cfg.rule, tensors, role::PREFIX, self.dist, rec, u.decay)?;
+            m.finish_update();
+        }
         Ok(())
     }
 

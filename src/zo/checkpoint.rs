@@ -37,6 +37,15 @@ pub struct DevPoint {
     pub loss: f64,
 }
 
+impl DevPoint {
+    /// Model selection order: higher accuracy, and on a tie (small dev sets tie often) the
+    /// lower loss.
+    pub fn beats(&self, other: &DevPoint) -> bool {
+        self.accuracy > other.accuracy
+            || (self.accuracy == other.accuracy && self.loss < other.loss)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
@@ -173,6 +182,24 @@ impl Checkpoint {
             )));
         }
         Ok(())
+    }
+
+    /// Drops every step from `step` on, and the dev evaluations after it: the log then
+    /// describes the state before step `step`.
+    pub fn truncate(&mut self, step: u64) {
+        if step >= self.completed {
+            return;
+        }
+        self.records.retain(|r| r.step < step);
+        self.skipped.retain(|s| s.step < step);
+        self.evals.retain(|e| e.after <= step);
+        self.completed = step;
+        self.best = None;
+        for e in &self.evals {
+            if self.best.as_ref().is_none_or(|b| e.beats(b)) {
+                self.best = Some(e.clone());
+            }
+        }
     }
 
     /// Writes the checkpoint atomically (see the module docs).

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::Slot;
+use crate::perturb::step_rule::StepRule;
 use crate::perturb::{Dist, FamilyConfig, LowRankScale, UpdateConfig};
 use crate::{Error, Result};
 
@@ -12,8 +13,84 @@ use crate::{Error, Result};
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
     Constant,
-    /// Linear decay from `lr` at step 0 to 0 at step `steps`.
+    /// Linear decay from `lr` after the warm-up to 0 at step `steps`.
     Linear,
+    /// Half-cosine decay from `lr` after the warm-up to 0 at step `steps`.
+    Cosine,
+}
+
+/// Names accepted by `--schedule`.
+pub const SCHEDULES: [&str; 3] = ["constant", "linear", "cosine"];
+
+impl LrSchedule {
+    pub fn parse(name: &str) -> Result<LrSchedule> {
+        match name {
+            "constant" => Ok(LrSchedule::Constant),
+            "linear" => Ok(LrSchedule::Linear),
+            "cosine" => Ok(LrSchedule::Cosine),
+            other => Err(Error::Config(format!(
+                "unknown schedule {other:?}; expected one of {}",
+                SCHEDULES.join(", ")
+            ))),
+        }
+    }
+}
+
+/// How the projected gradients of a step become the update. Every choice is a pure function
+/// of the seed log (and, for the stateful ones, of the updates before it), so runs replay
+/// and resume exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum Optimizer {
+    /// ZO-SGD: θ ← θ − lr·Σ_d g_d·Z_d/q.
+    #[default]
+    Sgd,
+    /// ZO-SGD with heavy-ball momentum on the trained state.
+    Momentum { beta: f32 },
+    /// ZO-Adam: Adam moments of the direction estimate on the trained state.
+    Adam { beta1: f32, beta2: f32, eps: f32 },
+    /// sign-ZO: each g_d is replaced by its sign.
+    Sign,
+    /// FZOO: one-sided estimates over q ≥ 2 directions, each g_d = (L_d − L₀)/σ where σ is
+    /// the standard deviation of the q perturbed losses (a step normalized by their spread).
+    Fzoo,
+}
+
+/// Names accepted by `--optimizer`.
+pub const OPTIMIZERS: [&str; 5] = ["sgd", "momentum", "adam", "sign", "fzoo"];
+
+impl Optimizer {
+    /// The optimizer called `name`; `beta` sets momentum's β and Adam's β₁ when given.
+    pub fn parse(name: &str, beta: Option<f32>) -> Result<Optimizer> {
+        Ok(match name {
+            "sgd" => Optimizer::Sgd,
+            "momentum" => Optimizer::Momentum {
+                beta: beta.unwrap_or(0.9),
+            },
+            "adam" => Optimizer::Adam {
+                beta1: beta.unwrap_or(0.9),
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            "sign" => Optimizer::Sign,
+            "fzoo" => Optimizer::Fzoo,
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown optimizer {other:?}; expected one of {}",
+                    OPTIMIZERS.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// The state-keeping rule the families apply (sign and FZOO only rescale g).
+    pub fn step_rule(&self) -> StepRule {
+        match *self {
+            Optimizer::Momentum { beta } => StepRule::Momentum { beta },
+            Optimizer::Adam { beta1, beta2, eps } => StepRule::Adam { beta1, beta2, eps },
+            Optimizer::Sgd | Optimizer::Sign | Optimizer::Fzoo => StepRule::Sgd,
+        }
+    }
 }
 
 /// Everything that determines the trained state, given the base weights and the data.
@@ -30,6 +107,12 @@ pub struct TrainConfig {
     pub eps: f32,
     pub lr: f32,
     pub schedule: LrSchedule,
+    /// Steps of linear warm-up from lr/warmup to lr before the schedule's decay.
+    #[serde(default)]
+    pub warmup: u64,
+    /// How g becomes the update.
+    #[serde(default)]
+    pub optimizer: Optimizer,
     /// Directions per step.
     pub q: usize,
     /// One-sided estimator: (L(θ+εZ) − L(θ))/ε, q + 1 variants, instead of two-sided SPSA.
@@ -52,6 +135,24 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Examples per plan when evaluating.
     pub eval_batch: usize,
+}
+
+/// The default run's learning rate and CPU length, chosen on dev (BENCHMARKS.md).
+const DEFAULT_RUN_LR: f32 = 2e-5;
+const DEFAULT_RUN_CPU_STEPS: u64 = 100;
+
+/// Parameters of the model the papers tuned their presets on (OPT-13B).
+const PRESET_PARAMS: f64 = 13e9;
+
+/// How much larger a learning rate a model of `n_params` takes than the presets' OPT-13B:
+/// √(13e9/n), between 1 and 10. Two dev measurements fix it: the papers' 1e-6 on OPT-13B and,
+/// for LoZO on SmolLM2-135M, a best dev learning rate of 1e-5 to 2e-5 (BENCHMARKS.md). A
+/// square root is the gentlest rule through both; it is a starting point for a sweep, not a
+/// substitute for one.
+pub fn lr_scale(n_params: u64) -> f64 {
+    (PRESET_PARAMS / n_params.max(1) as f64)
+        .sqrt()
+        .clamp(1.0, 10.0)
 }
 
 /// Names accepted by `--preset`.
@@ -104,6 +205,8 @@ impl TrainConfig {
             eps,
             lr,
             schedule: LrSchedule::Constant,
+            warmup: 0,
+            optimizer: Optimizer::Sgd,
             q: 1,
             one_sided: false,
             weight_decay: 0.0,
@@ -116,6 +219,33 @@ impl TrainConfig {
             eval_every: 500,
             eval_batch: 16,
         })
+    }
+
+    /// A preset with its learning rate sized for a model of `n_params` parameters (see
+    /// [`lr_scale`]); ε and every other field stay as the preset has them.
+    pub fn preset_for(name: &str, n_params: u64) -> Result<TrainConfig> {
+        let mut c = TrainConfig::preset(name)?;
+        c.lr = (c.lr as f64 * lr_scale(n_params)) as f32;
+        Ok(c)
+    }
+
+    /// What `zo-run` runs without arguments: LoZO on the default model and task with the
+    /// learning rate the dev sweep chose for it (BENCHMARKS.md, "Accuracy"). On the CPU it is
+    /// sized to finish in minutes on two cores and still move dev accuracy; on a GPU it runs
+    /// MeZO's protocol on the full dev and test splits.
+    pub fn default_run(gpu: bool) -> TrainConfig {
+        let mut c = TrainConfig::preset("lozo").expect("lozo is a preset");
+        c.lr = DEFAULT_RUN_LR;
+        if gpu {
+            c.steps = 4000;
+            c.eval_every = 500;
+        } else {
+            c.steps = DEFAULT_RUN_CPU_STEPS;
+            c.eval_every = 50;
+            c.dev_limit = Some(200);
+            c.test_limit = Some(200);
+        }
+        c
     }
 
     /// Rejects settings no run can use; the message names the field.
@@ -135,6 +265,39 @@ impl TrainConfig {
         }
         if self.q == 0 {
             return bad("q (directions per step) must be at least 1".into());
+        }
+        self.optimizer.step_rule().validate()?;
+        match self.optimizer {
+            Optimizer::Fzoo if !self.one_sided || self.q < 2 => {
+                return bad(format!(
+                    "optimizer fzoo needs one-sided estimates over q ≥ 2 directions \
+                     (got one_sided {}, q {}): add --one-sided --q 8",
+                    self.one_sided, self.q
+                ));
+            }
+            Optimizer::Momentum { .. } | Optimizer::Adam { .. }
+                if matches!(self.family, FamilyConfig::LowRank { .. }) =>
+            {
+                return bad(
+                    "optimizer momentum/adam keeps moments of the trained state, which the \
+                     lowrank family does not have; use lowrank's own momentum (preset lozo-m)"
+                        .into(),
+                );
+            }
+            Optimizer::Momentum { .. } | Optimizer::Adam { .. } if self.in_place() => {
+                return bad(
+                    "optimizer momentum/adam needs the fused dense family, not the \
+                     in-place one"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if self.warmup > 0 && self.warmup >= self.steps {
+            return bad(format!(
+                "warmup ({}) must be shorter than the run ({} steps)",
+                self.warmup, self.steps
+            ));
         }
         if self.batch == 0 {
             return bad("batch must be at least 1".into());
@@ -188,6 +351,7 @@ impl TrainConfig {
         UpdateConfig {
             dist: self.dist,
             weight_decay: self.weight_decay,
+            rule: self.optimizer.step_rule(),
         }
     }
 
@@ -206,6 +370,7 @@ impl TrainConfig {
 
     /// Fields of `self` and `other` whose values differ (by their JSON names). `steps` may
     /// differ under a constant lr (a resumed run may be extended), and `preset` always.
+    /// Fields added after a checkpoint was written compare at their defaults.
     pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
         let a = serde_json::to_value(self).expect("configs serialize");
         let b = serde_json::to_value(other).expect("configs serialize");
@@ -216,7 +381,7 @@ impl TrainConfig {
             if va == vb {
                 continue;
             }
-            // A constant-lr run can be extended; linear decay depends on the total.
+            // A constant-lr run can be extended; a decay depends on the total.
             if k == "steps" && self.schedule == LrSchedule::Constant {
                 continue;
             }
@@ -293,6 +458,67 @@ mod tests {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         }
+    }
+
+    #[test]
+    fn preset_lr_grows_for_small_models_only() {
+        let big = TrainConfig::preset_for("lozo", 13_000_000_000).unwrap();
+        assert_eq!(big, TrainConfig::preset("lozo").unwrap());
+        let small = TrainConfig::preset_for("lozo", 134_515_008).unwrap();
+        assert!((small.lr / 1e-6 - 9.83).abs() < 0.01, "{}", small.lr);
+        assert_eq!(small.eps, 1e-3);
+        let tiny = TrainConfig::preset_for("mezo-lora", 1_000_000).unwrap();
+        assert!((tiny.lr - 1e-3).abs() < 1e-9, "{}", tiny.lr);
+        let huge = TrainConfig::preset_for("mezo", 70_000_000_000).unwrap();
+        assert_eq!(huge.lr, 1e-6);
+    }
+
+    #[test]
+    fn default_run_is_valid_on_both_devices() {
+        for gpu in [false, true] {
+            TrainConfig::default_run(gpu).validate().unwrap();
+        }
+        assert!(TrainConfig::default_run(false).dev_limit.unwrap() >= 200);
+        assert!(TrainConfig::default_run(true).steps >= 1000);
+    }
+
+    #[test]
+    fn unknown_optimizer_and_schedule_list_the_valid_names() {
+        let e = Optimizer::parse("lion", None).unwrap_err().to_string();
+        assert!(
+            OPTIMIZERS.iter().all(|n| e.contains(n)) && e.contains("lion"),
+            "{e}"
+        );
+        let e = LrSchedule::parse("step").unwrap_err().to_string();
+        assert!(SCHEDULES.iter().all(|n| e.contains(n)), "{e}");
+        assert_eq!(LrSchedule::parse("cosine").unwrap(), LrSchedule::Cosine);
+        assert_eq!(
+            Optimizer::parse("momentum", Some(0.5)).unwrap(),
+            Optimizer::Momentum { beta: 0.5 }
+        );
+    }
+
+    #[test]
+    fn optimizers_check_what_they_need() {
+        let mut c = TrainConfig::preset("mezo-lora").unwrap();
+        c.optimizer = Optimizer::Fzoo;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--one-sided"), "{e}");
+        c.one_sided = true;
+        c.q = 4;
+        c.validate().unwrap();
+        c.optimizer = Optimizer::Adam {
+            beta1: 1.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("β1"));
+        let mut l = TrainConfig::preset("lozo").unwrap();
+        l.optimizer = Optimizer::Momentum { beta: 0.9 };
+        assert!(l.validate().unwrap_err().to_string().contains("lozo-m"));
+        let mut w = TrainConfig::preset("lozo").unwrap();
+        w.warmup = w.steps;
+        assert!(w.validate().unwrap_err().to_string().contains("warmup"));
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //!
 //! g_d = (mean L₊ − mean L₋)/(2ε), or (mean L₊ − mean L₀)/ε one-sided: the means and the
 //! difference are taken in f64 over the fp32 per-example losses and g is rounded once to f32.
+//!
+//! The record carries the coefficients the update applies, which the optimizer derives from
+//! g: g itself (sgd, momentum, adam), sign(g) (sign-ZO), or FZOO's (L_d − L₀)/σ with σ the
+//! population standard deviation of the q perturbed means, in f64 and rounded once.
 
-use super::config::TrainConfig;
+use super::config::{Optimizer, TrainConfig};
 use super::replay::{in_place_scales, ZoBackend};
 use super::seeds::direction_seed;
 use crate::perturb::StepRecord;
@@ -18,7 +22,10 @@ use crate::{Error, Result};
 /// One step's estimate: the record to apply (when not skipped) and the losses behind it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepEstimate {
+    /// The record to apply: its `grads` are the optimizer's coefficients (see the module).
     pub record: StepRecord,
+    /// The projected gradients g_d, before the optimizer's transform.
+    pub g: Vec<f32>,
     /// Mean loss under +εZ_d, per direction.
     pub loss_plus: Vec<f64>,
     /// Mean loss under −εZ_d, per direction (two-sided).
@@ -140,6 +147,14 @@ pub fn estimate<B: ZoBackend + ?Sized>(
             .map(|(p, m)| ((p - m) / (2.0 * eps as f64)) as f32)
             .collect(),
     };
+    let coefficients = match cfg.optimizer {
+        Optimizer::Sign => grads
+            .iter()
+            .map(|&g| if g == 0.0 { 0.0 } else { g.signum() })
+            .collect(),
+        Optimizer::Fzoo => fzoo_coefficients(&plus, loss0),
+        _ => grads.clone(),
+    };
     let skipped = if let Some(d) = plus
         .iter()
         .chain(&minus)
@@ -150,23 +165,42 @@ pub fn estimate<B: ZoBackend + ?Sized>(
     } else {
         grads
             .iter()
+            .chain(&coefficients)
             .position(|g| !g.is_finite())
-            .map(|d| format!("non-finite g for direction {d}"))
+            .map(|d| format!("non-finite g for direction {}", d % cfg.q))
     };
     Ok(StepEstimate {
         record: StepRecord {
             step,
             seeds,
-            grads,
+            grads: coefficients,
             lr,
             period_seed,
         },
+        g: grads,
         loss_plus: plus,
         loss_minus: minus,
         loss0,
         skipped,
         tokens,
     })
+}
+
+/// FZOO's normalized one-sided coefficients; all zero when the perturbed losses do not
+/// spread (σ = 0 carries no direction information) or the base loss is missing.
+fn fzoo_coefficients(plus: &[f64], loss0: Option<f64>) -> Vec<f32> {
+    let Some(l0) = loss0 else {
+        return vec![0.0; plus.len()];
+    };
+    let n = plus.len() as f64;
+    let mean = plus.iter().sum::<f64>() / n;
+    let sigma = (plus.iter().map(|l| (l - mean) * (l - mean)).sum::<f64>() / n).sqrt();
+    if sigma.is_nan() || sigma <= 0.0 {
+        // NaN losses keep their NaN so the step is skipped and logged.
+        let fill = if sigma.is_nan() { f32::NAN } else { 0.0 };
+        return vec![fill; plus.len()];
+    }
+    plus.iter().map(|l| ((l - l0) / sigma) as f32).collect()
 }
 
 #[cfg(test)]
@@ -181,6 +215,16 @@ mod tests {
         let v = variants(&[5, 9], 0.1, true);
         let got: Vec<(u64, i8)> = v.iter().map(|v| (v.seed, v.sign)).collect();
         assert_eq!(got, vec![(5, 1), (9, 1), (0, 0)]);
+    }
+
+    #[test]
+    fn fzoo_normalizes_by_the_spread_of_the_losses() {
+        // Perturbed means 1 and 3 around a base of 2: σ = 1, so the coefficients are ∓1.
+        assert_eq!(fzoo_coefficients(&[1.0, 3.0], Some(2.0)), vec![-1.0, 1.0]);
+        // Scaling every loss difference leaves the normalized step unchanged.
+        assert_eq!(fzoo_coefficients(&[1.5, 2.5], Some(2.0)), vec![-1.0, 1.0]);
+        assert_eq!(fzoo_coefficients(&[2.0, 2.0], Some(1.0)), vec![0.0, 0.0]);
+        assert!(fzoo_coefficients(&[f64::NAN, 2.0], Some(1.0))[0].is_nan());
     }
 
     #[test]

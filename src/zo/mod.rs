@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod divergence;
 pub mod estimator;
 pub mod hash;
 pub mod replay;

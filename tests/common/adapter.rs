@@ -168,6 +168,7 @@ pub fn case(
         let ucfg = UpdateConfig {
             dist,
             weight_decay: 0.0,
+            rule: Default::default(),
         };
         family.update(&mut model, &rec, &ucfg).unwrap();
     }

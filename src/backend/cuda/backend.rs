@@ -279,6 +279,12 @@ impl ZoBackend for CudaBackend {
 
 impl CudaBackend {
     fn update_family(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        if !cfg.rule.is_stateless() {
+            return Err(Error::Unsupported(format!(
+                "the CUDA backend applies ZO-SGD updates only, not {:?}; train with --device cpu",
+                cfg.rule
+            )));
+        }
         match &mut self.family {
             GpuFamily::LowRank(l) => l.update(&self.dev, rec, cfg),
             GpuFamily::Lora(l) => l.update(&self.dev, rec, cfg),
