@@ -345,15 +345,15 @@ fn diverged(
         None => "no checkpoint path was set, so nothing was saved".to_string(),
         Some(p) => match log.save(p) {
             Ok(()) => format!(
-                "the state before step {good} is saved in {} (resume from it with a lower \
-                 --lr, or export it with `zo-run export --last`)",
+                "the state before step {good} is saved in {0} (export it with `zo-run export \
+                 {0} OUT_DIR --last`)",
                 p.display()
             ),
             Err(e) => format!("saving the last good state failed: {e}"),
         },
     };
     Error::Diverged(format!(
-        "at step {step} with lr {lr:e}, {why}; lower --lr (try {:e}); {saved}",
+        "at step {step} with lr {lr:e}, {why}; rerun with a lower --lr (try {:e}); {saved}",
         lr / 10.0
     ))
 }

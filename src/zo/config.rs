@@ -62,6 +62,11 @@ pub const OPTIMIZERS: [&str; 5] = ["sgd", "momentum", "adam", "sign", "fzoo"];
 impl Optimizer {
     /// The optimizer called `name`; `beta` sets momentum's β and Adam's β₁ when given.
     pub fn parse(name: &str, beta: Option<f32>) -> Result<Optimizer> {
+        if beta.is_some() && matches!(name, "sgd" | "sign" | "fzoo") {
+            return Err(Error::Config(format!(
+                "--beta applies to the momentum and adam optimizers, not {name}"
+            )));
+        }
         Ok(match name {
             "sgd" => Optimizer::Sgd,
             "momentum" => Optimizer::Momentum {
@@ -492,6 +497,7 @@ mod tests {
         let e = LrSchedule::parse("step").unwrap_err().to_string();
         assert!(SCHEDULES.iter().all(|n| e.contains(n)), "{e}");
         assert_eq!(LrSchedule::parse("cosine").unwrap(), LrSchedule::Cosine);
+        assert!(Optimizer::parse("sign", Some(0.9)).is_err());
         assert_eq!(
             Optimizer::parse("momentum", Some(0.5)).unwrap(),
             Optimizer::Momentum { beta: 0.5 }
