@@ -456,7 +456,12 @@ fn after_one_update(base: &Model, cfg: &TrainConfig, rule: Optimizer) -> Vec<f32
     }
     .update_config();
     b.update(&rec, &ucfg).unwrap();
-    state(&b)
+    values(&b)
+}
+
+/// Every weight and family state element of `b`, in `state` order.
+fn values(b: &CpuBackend) -> Vec<f32> {
+    state(b)
         .into_iter()
         .flat_map(|(_, v)| v.into_iter().map(f32::from_bits))
         .collect()
@@ -474,10 +479,7 @@ fn momentum_and_adam_move_along_the_perturbation_directions() {
             q: 2,
             ..config(fam.clone(), 4, 1e-3, 1e-2)
         };
-        let before: Vec<f32> = state(&cpu_backend(&base, &cfg).unwrap())
-            .into_iter()
-            .flat_map(|(_, v)| v.into_iter().map(f32::from_bits))
-            .collect();
+        let before = values(&cpu_backend(&base, &cfg).unwrap());
         let sgd = after_one_update(&base, &cfg, Optimizer::Sgd);
         // Momentum with β = 0 is ZO-SGD up to the order of the fp32 roundings.
         let heavy = after_one_update(&base, &cfg, Optimizer::Momentum { beta: 0.0 });
