@@ -1,5 +1,5 @@
-//! GPU kernel microbenchmarks: elements/s and bytes/s of each kernel family, timed with
-//! `iter_custom` around a stream synchronisation so queued launches are counted in full.
+//! GPU kernel microbenchmarks: elements/s and bytes/s of each kernel family's launcher, timed
+//! with `iter_custom` around a device synchronisation so queued launches are counted in full.
 //! Without the `cuda` feature, kernels or a GPU, prints why and exits 0.
 //!
 //! Families slot in as one function each taking `(&mut Criterion, &CudaDevice)`, listed in
@@ -8,18 +8,21 @@
 
 #[cfg(feature = "cuda")]
 mod gpu {
+    use std::cell::RefCell;
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits};
-    use half::bf16;
-    use zo::backend::cuda::{
-        CudaDevice, DType, Gemm, GemmShape, Logits, NormWeights, PrefillAttention, QkvLayout,
-        RowShape, SeqTables, Strided, PAGE,
-    };
+    use zo::backend::cuda::kernels::adapter::DeviceSegments;
+    use zo::backend::cuda::kernels::attention::{PrefillAttention, QkvLayout, SeqTables, PAGE};
+    use zo::backend::cuda::kernels::loss::Logits;
+    use zo::backend::cuda::kernels::ops::{NormWeights, RowShape};
+    use zo::backend::cuda::kernels::rng::Draw;
+    use zo::backend::cuda::kernels::update::{Strided, UpdateDirs};
+    use zo::backend::cuda::{kernels, linear, CudaDevice, DBuf, DType, GemmShape};
     use zo::model::NormKind;
-    use zo::perturb::augment::{k_aug, padding, AugFamily, AugSite};
+    use zo::perturb::adapter::{k_aug, padding, AugFamily, AugSite};
     use zo::perturb::{Dist, Segment};
+    use zo::rng::Stream;
     use zo::Result;
 
     type Family = fn(&mut Criterion, &CudaDevice) -> Result<()>;
@@ -31,17 +34,17 @@ mod gpu {
         ("attention", attention),
         ("loss", loss),
         ("update", update),
-        ("norm", norm),
+        ("ops", ops),
     ];
 
     /// Times `iters` calls of `f` and the synchronisation that drains them.
     fn timed(dev: &CudaDevice, iters: u64, mut f: impl FnMut()) -> Duration {
-        dev.stream().synchronize().expect("synchronize");
+        dev.synchronize().expect("synchronize");
         let start = Instant::now();
         for _ in 0..iters {
             f();
         }
-        dev.stream().synchronize().expect("synchronize");
+        dev.synchronize().expect("synchronize");
         start.elapsed()
     }
 
@@ -53,76 +56,49 @@ mod gpu {
         timed(dev, REPS, f).as_secs_f64() * 1e6 / REPS as f64
     }
 
-    /// `n` zeroed elements on the device.
-    fn zeros<T: DeviceRepr + ValidAsZeroBits>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
-        dev.stream()
-            .alloc_zeros::<T>(n)
-            .map_err(|e| zo::Error::Cuda(format!("allocating {n} elements: {e}")))
-    }
-
     /// `n` elements of `std·N(0, 1)` drawn on the device (the seeded update applied to zeros):
     /// random operands, since a GEMM of zeros draws less power and clocks higher.
-    fn random<T: DeviceRepr + ValidAsZeroBits>(
-        dev: &CudaDevice,
-        dtype: DType,
-        n: usize,
-        tensor: u32,
-        std: f32,
-    ) -> Result<CudaSlice<T>> {
-        let mut buf = zeros::<T>(dev, n)?;
-        dev.seeded_axpy(
-            dtype,
-            &mut buf,
+    fn random(dev: &CudaDevice, dtype: DType, n: usize, tensor: u32, std: f32) -> Result<DBuf> {
+        let buf = DBuf::zeros(dev, dtype, n)?;
+        let dirs = UpdateDirs::upload(dev, &[(0x5eed, std)])?;
+        kernels::update::seeded_axpy(
+            dev,
+            buf.view(),
             Strided::flat(n),
             tensor,
             0,
             Dist::Gaussian,
-            &[(0x5eed, std)],
+            &dirs,
             None,
         )?;
+        // `dirs` must outlive the launch.
+        dev.synchronize()?;
         Ok(buf)
     }
 
-    fn host_u32(dev: &CudaDevice, v: &[u32]) -> Result<CudaSlice<u32>> {
-        dev.stream()
-            .clone_htod(v)
-            .map_err(|e| zo::Error::Cuda(format!("uploading {} words: {e}", v.len())))
-    }
-
-    /// The raw address of a buffer for cuBLASLt; the buffer outlives every use.
-    fn ptr<T>(dev: &CudaDevice, b: &CudaSlice<T>) -> u64 {
-        b.device_ptr(dev.stream()).0
-    }
-
-    /// The RNG draw kernels. The draw API returns host vectors, so these figures include the
-    /// device-to-host copy of the 4-byte results: a lower bound on the kernel's own rate.
+    /// The RNG draw kernels, each call writing into one preallocated device buffer: the
+    /// kernel's own rate. Earlier figures of these groups also timed an allocation and the
+    /// device-to-host copy of every draw (a lower bound on this rate), so they read lower.
     fn rng(c: &mut Criterion, dev: &CudaDevice) -> Result<()> {
+        let s = Stream::new(1, 2, 3);
         for (unit, n) in [("elements", 1usize << 20), ("elements", 1 << 24)] {
+            let out = DBuf::zeros(dev, DType::F32, n)?;
+            let draw = |kind: Draw| kernels::rng::draw(dev, s, 0, kind, out.view());
+            draw(Draw::Gaussian)?;
+            draw(Draw::Raw)?;
             let mut g = c.benchmark_group(format!("gpu_rng_{unit}"));
             g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("gaussian", n), &n, |b, &n| {
-                b.iter_custom(|iters| {
-                    timed(dev, iters, || {
-                        dev.rng_draw_gaussian(1, 2, 3, 0, n).expect("draw");
-                    })
-                })
+            g.bench_with_input(BenchmarkId::new("gaussian", n), &n, |b, _| {
+                b.iter_custom(|iters| timed(dev, iters, || draw(Draw::Gaussian).expect("draw")))
             });
-            g.bench_with_input(BenchmarkId::new("raw", n), &n, |b, &n| {
-                b.iter_custom(|iters| {
-                    timed(dev, iters, || {
-                        dev.rng_draw_raw(1, 2, 3, 0, n).expect("draw");
-                    })
-                })
+            g.bench_with_input(BenchmarkId::new("raw", n), &n, |b, _| {
+                b.iter_custom(|iters| timed(dev, iters, || draw(Draw::Raw).expect("draw")))
             });
             g.finish();
             let mut g = c.benchmark_group("gpu_rng_bytes");
             g.throughput(Throughput::Bytes(4 * n as u64));
-            g.bench_with_input(BenchmarkId::new("gaussian", n), &n, |b, &n| {
-                b.iter_custom(|iters| {
-                    timed(dev, iters, || {
-                        dev.rng_draw_gaussian(1, 2, 3, 0, n).expect("draw");
-                    })
-                })
+            g.bench_with_input(BenchmarkId::new("gaussian", n), &n, |b, _| {
+                b.iter_custom(|iters| timed(dev, iters, || draw(Draw::Gaussian).expect("draw")))
             });
             g.finish();
         }
@@ -199,11 +175,10 @@ mod gpu {
     /// K-augmented GEMM. Ends with a summary of shrink+pack as a fraction of the base GEMM.
     fn adapter(c: &mut Criterion, dev: &CudaDevice) -> Result<()> {
         let t = DType::Bf16;
-        let gemm = Gemm::new(dev.stream().clone())?;
-        let x = random::<bf16>(dev, t, ROWS * IN, 1, 1.0)?;
-        let w = random::<bf16>(dev, t, OUT * IN, 2, 0.02)?;
-        let y_t = zeros::<bf16>(dev, ROWS * OUT)?;
-        let y_f32 = zeros::<f32>(dev, ROWS * OUT)?;
+        let x = random(dev, t, ROWS * IN, 1, 1.0)?;
+        let w = random(dev, t, OUT * IN, 2, 0.02)?;
+        let y_t = DBuf::zeros(dev, t, ROWS * OUT)?;
+        let y_f32 = DBuf::zeros(dev, DType::F32, ROWS * OUT)?;
         let plain = |store_y: bool| GemmShape {
             dtype: t,
             rows: ROWS,
@@ -216,13 +191,9 @@ mod gpu {
             accumulate: false,
             store_y,
         };
-        let (px, pw, py_t, py_f32) = (ptr(dev, &x), ptr(dev, &w), ptr(dev, &y_t), ptr(dev, &y_f32));
-        // SAFETY (every GEMM below): x holds ROWS·IN and w OUT·IN bf16 elements, y_t ROWS·OUT
-        // bf16 and y_f32 ROWS·OUT fp32 ones, matching the shapes' strides; all outlive the
-        // benches.
         let run_plain = |store_y: bool| {
-            let y = if store_y { py_t } else { py_f32 };
-            unsafe { gemm.run(&plain(store_y), px, pw, y, None) }
+            let y = if store_y { &y_t } else { &y_f32 };
+            linear(dev, &plain(store_y), x.view(), w.view(), y.view(), None)
         };
         run_plain(true)?;
         run_plain(false)?;
@@ -251,7 +222,7 @@ mod gpu {
                 scale: -1e-3,
             },
         ];
-        let dsegs = dev.upload_segments(&segs, &[DIR_SEED])?;
+        let dsegs = DeviceSegments::upload(dev, &segs, &[DIR_SEED])?;
         let base_us = mean_us(dev, || run_plain(false).expect("gemm"));
         let plain_t_us = mean_us(dev, || run_plain(true).expect("gemm"));
         let mut summary = vec![format!(
@@ -266,20 +237,18 @@ mod gpu {
                 rank,
             };
             let ld = lowrank.ld();
-            let mut xa = random::<bf16>(dev, t, ROWS * ld, 3, 1.0)?;
-            let mut wa = random::<bf16>(dev, t, OUT * ld, 4, 0.02)?;
-            let ya = zeros::<f32>(dev, ROWS * OUT)?;
-            let factor = random::<f32>(dev, DType::F32, rank * IN, 5, 1.0)?;
-            let state = random::<f32>(dev, DType::F32, rank * OUT, 6, 1e-3)?;
+            let xa = random(dev, t, ROWS * ld, 3, 1.0)?;
+            let wa = random(dev, t, OUT * ld, 4, 0.02)?;
+            let ya = DBuf::zeros(dev, DType::F32, ROWS * OUT)?;
+            let factor = random(dev, DType::F32, rank * IN, 5, 1.0)?;
+            let state = random(dev, DType::F32, rank * OUT, 6, 1e-3)?;
             let aug = GemmShape {
                 k: ld,
                 ld_x: ld,
                 ld_w: ld,
                 ..plain(false)
             };
-            let (pxa, pwa, pya) = (ptr(dev, &xa), ptr(dev, &wa), ptr(dev, &ya));
-            // SAFETY: xa holds ROWS·ld and wa OUT·ld bf16 elements, ya ROWS·OUT fp32 ones.
-            let run_aug = || unsafe { gemm.run(&aug, pxa, pwa, pya, None) };
+            let run_aug = || linear(dev, &aug, xa.view(), wa.view(), ya.view(), None);
             run_aug()?;
 
             let mut g = c.benchmark_group("gpu_gemm_flops");
@@ -301,36 +270,37 @@ mod gpu {
                 let site = case.site();
                 let pad = padding(IN, rank, DIRS, 1);
                 let name = case.name();
-                let shrink = |x: &mut CudaSlice<bf16>| {
-                    dev.adapter_shrink(t, &site, ROWS, x, &factor, &dsegs, pad.clone())
+                let shrink = || {
+                    let (x, f) = (xa.view(), factor.view());
+                    kernels::adapter::shrink(dev, &site, ROWS, x, f, &dsegs, pad.clone())
                 };
                 let pack =
-                    |w: &mut CudaSlice<bf16>| dev.adapter_pack(t, &site, OUT, 0, w, &state, &dsegs);
-                shrink(&mut xa)?;
-                pack(&mut wa)?;
+                    || kernels::adapter::pack(dev, &site, OUT, 0, wa.view(), state.view(), &dsegs);
+                shrink()?;
+                pack()?;
 
                 let mut g = c.benchmark_group("gpu_adapter_bytes");
                 g.throughput(Throughput::Bytes(case.shrink_bytes()));
                 g.bench_function(BenchmarkId::new("shrink", &name), |b| {
-                    b.iter_custom(|iters| timed(dev, iters, || shrink(&mut xa).expect("shrink")))
+                    b.iter_custom(|iters| timed(dev, iters, || shrink().expect("shrink")))
                 });
                 g.throughput(Throughput::Bytes(case.pack_bytes()));
                 g.bench_function(BenchmarkId::new("pack", &name), |b| {
-                    b.iter_custom(|iters| timed(dev, iters, || pack(&mut wa).expect("pack")))
+                    b.iter_custom(|iters| timed(dev, iters, || pack().expect("pack")))
                 });
                 g.throughput(Throughput::Bytes(case.shrink_bytes() + case.pack_bytes()));
                 g.bench_function(BenchmarkId::new("shrink_pack", &name), |b| {
                     b.iter_custom(|iters| {
                         timed(dev, iters, || {
-                            shrink(&mut xa).expect("shrink");
-                            pack(&mut wa).expect("pack");
+                            shrink().expect("shrink");
+                            pack().expect("pack");
                         })
                     })
                 });
                 g.finish();
 
-                let shrink_us = mean_us(dev, || shrink(&mut xa).expect("shrink"));
-                let pack_us = mean_us(dev, || pack(&mut wa).expect("pack"));
+                let shrink_us = mean_us(dev, || shrink().expect("shrink"));
+                let pack_us = mean_us(dev, || pack().expect("pack"));
                 let pct = |us: f64| 100.0 * us / base_us;
                 summary.push(format!(
                     "  {name} (K_aug {ld}): shrink {shrink_us:.1} µs ({:.1}%) + pack \
@@ -392,32 +362,39 @@ mod gpu {
                 let layout = QkvLayout::fused(rows, HEADS, HEADS, hd);
                 let kv_width = HEADS * hd;
                 let cache_len = n * max_pages * PAGE * kv_width;
-                let qkv = random::<f32>(dev, DType::F32, rows * layout.ld, 8, 1.0)?;
-                let mut k_cache = zeros::<f32>(dev, cache_len)?;
-                let mut v_cache = zeros::<f32>(dev, cache_len)?;
-                let slots = host_u32(dev, &slots)?;
-                dev.kv_write(&qkv, &layout, &slots, &mut k_cache, &mut v_cache)?;
-                let cu = host_u32(dev, &cu)?;
-                let ctx = host_u32(dev, &vec![0; n])?;
-                let tables = host_u32(dev, &tables)?;
+                let qkv = random(dev, DType::F32, rows * layout.ld, 8, 1.0)?;
+                let k_cache = DBuf::zeros(dev, DType::F32, cache_len)?;
+                let v_cache = DBuf::zeros(dev, DType::F32, cache_len)?;
+                let slots = DBuf::from_words(dev, &slots)?;
+                kernels::attention::kv_write(
+                    dev,
+                    qkv.view(),
+                    &layout,
+                    slots.view(),
+                    k_cache.view(),
+                    v_cache.view(),
+                )?;
+                let cu = DBuf::from_words(dev, &cu)?;
+                let ctx = DBuf::from_words(dev, &vec![0u32; n])?;
+                let tables = DBuf::from_words(dev, &tables)?;
                 let out_ld = HEADS * hd;
-                let mut out = zeros::<bf16>(dev, rows * out_ld)?;
+                let out = DBuf::zeros(dev, DType::Bf16, rows * out_ld)?;
                 let a = PrefillAttention {
-                    qkv: &qkv,
+                    qkv: qkv.view(),
                     layout,
-                    k_cache: &k_cache,
-                    v_cache: &v_cache,
+                    k_cache: k_cache.view(),
+                    v_cache: v_cache.view(),
                     seqs: SeqTables {
-                        cu_seqlens: &cu,
-                        ctx_lens: &ctx,
-                        block_tables: &tables,
+                        cu_seqlens: cu.view(),
+                        ctx_lens: ctx.view(),
+                        block_tables: tables.view(),
                         max_pages,
                         max_seqlen,
                     },
                     prefix: None,
                     scale: 1.0 / (hd as f32).sqrt(),
                 };
-                let mut run = || dev.attention_prefill(&a, &mut out, out_ld, DType::Bf16);
+                let run = || kernels::attention::attention_prefill(dev, &a, out.view(), out_ld);
                 run()?;
                 let flops = 4.0 * (HEADS * hd) as f64 * sum_sq / 2.0;
                 g.throughput(Throughput::Elements(flops as u64));
@@ -437,21 +414,22 @@ mod gpu {
         const ROWS: usize = 64;
         let mut g = c.benchmark_group("gpu_loss_bytes");
         for vocab in [50272usize, 151936] {
-            let logits = random::<f32>(dev, DType::F32, ROWS * vocab, 9, 3.0)?;
+            let logits = random(dev, DType::F32, ROWS * vocab, 9, 3.0)?;
             let queries: Vec<u32> = (0..ROWS)
                 .flat_map(|r| [r as u32, ((r * 7919) % vocab) as u32])
                 .collect();
-            let queries = host_u32(dev, &queries)?;
-            let mut lse = zeros::<f32>(dev, ROWS)?;
-            let mut logprobs = zeros::<f32>(dev, ROWS)?;
-            let mut run = || {
-                let l = Logits {
-                    data: &logits,
-                    rows: ROWS,
-                    vocab,
-                    ld: vocab,
-                };
-                dev.candidate_logprobs(l, &queries, Some(&mut lse), &mut logprobs)
+            let queries = DBuf::from_words(dev, &queries)?;
+            let lse = DBuf::zeros(dev, DType::F32, ROWS)?;
+            let logprobs = DBuf::zeros(dev, DType::F32, ROWS)?;
+            let l = Logits {
+                data: logits.view(),
+                rows: ROWS,
+                vocab,
+                ld: vocab,
+            };
+            let run = || {
+                let (q, lse) = (queries.view(), Some(lse.view()));
+                kernels::loss::candidate_logprobs(dev, l, q, lse, logprobs.view())
             };
             run()?;
             g.throughput(Throughput::Bytes((ROWS * vocab * 4) as u64));
@@ -466,27 +444,31 @@ mod gpu {
 
     /// MeZO's in-place perturbation `θ = round(fma(ε, z, θ))` over 64M elements (the seeded
     /// axpy with one term), bf16 and f32. Each call also uploads its one (seed, coefficient)
-    /// pair, as the update does. Bytes: θ read and written once.
+    /// pair, as each pass of the update does. Bytes: θ read and written once.
     fn update(c: &mut Criterion, dev: &CudaDevice) -> Result<()> {
         const N: usize = 64 << 20;
-        fn one<T: DeviceRepr + ValidAsZeroBits>(
-            c: &mut Criterion,
-            dev: &CudaDevice,
-            dtype: DType,
-        ) -> Result<()> {
-            let mut theta = random::<T>(dev, dtype, N, 10, 0.02)?;
-            let mut run = || {
-                dev.perturb_in_place(
-                    dtype,
-                    &mut theta,
-                    Strided::flat(N),
+        for dtype in [DType::Bf16, DType::F32] {
+            let theta = random(dev, dtype, N, 10, 0.02)?;
+            // Every call's pair must outlive its launch: held until the closing
+            // synchronisation, then freed outside the timed window.
+            let held = RefCell::new(Vec::new());
+            let run = || -> Result<()> {
+                let dirs = UpdateDirs::upload(dev, &[(0xface, 1e-3)])?;
+                let flat = Strided::flat(N);
+                kernels::update::perturb_in_place(
+                    dev,
+                    theta.view(),
+                    flat,
                     11,
                     Dist::Gaussian,
-                    0xface,
-                    1e-3,
-                )
+                    &dirs,
+                )?;
+                held.borrow_mut().push(dirs);
+                Ok(())
             };
             run()?;
+            dev.synchronize()?;
+            held.borrow_mut().clear();
             let id = format!("{}M_{dtype}", N >> 20);
             for (group, tp) in [
                 (
@@ -498,26 +480,28 @@ mod gpu {
                 let mut g = c.benchmark_group(group);
                 g.throughput(tp);
                 g.bench_function(BenchmarkId::new("perturb_in_place", &id), |b| {
-                    b.iter_custom(|iters| timed(dev, iters, || run().expect("perturb")))
+                    b.iter_custom(|iters| {
+                        let t = timed(dev, iters, || run().expect("perturb"));
+                        held.borrow_mut().clear();
+                        t
+                    })
                 });
                 g.finish();
             }
-            Ok(())
         }
-        one::<bf16>(c, dev, DType::Bf16)?;
-        one::<f32>(c, dev, DType::F32)
+        Ok(())
     }
 
     /// RMSNorm and LayerNorm of a 2048×4096 fp32 residual into the bf16 GEMM input. Bytes:
     /// x read, the output written, the weight (and bias) read once.
-    fn norm(c: &mut Criterion, dev: &CudaDevice) -> Result<()> {
+    fn ops(c: &mut Criterion, dev: &CudaDevice) -> Result<()> {
         const ROWS: usize = 2048;
         const WIDTH: usize = 4096;
         let t = DType::Bf16;
-        let x = random::<f32>(dev, DType::F32, ROWS * WIDTH, 12, 1.0)?;
-        let w = random::<bf16>(dev, t, WIDTH, 13, 1.0)?;
-        let bias = random::<bf16>(dev, t, WIDTH, 14, 0.1)?;
-        let mut out = zeros::<bf16>(dev, ROWS * WIDTH)?;
+        let x = random(dev, DType::F32, ROWS * WIDTH, 12, 1.0)?;
+        let w = random(dev, t, WIDTH, 13, 1.0)?;
+        let bias = random(dev, t, WIDTH, 14, 0.1)?;
+        let out = DBuf::zeros(dev, t, ROWS * WIDTH)?;
         let shape = RowShape::dense(ROWS, WIDTH);
         let mut g = c.benchmark_group("gpu_norm_bytes");
         for (name, kind, with_bias) in [
@@ -527,10 +511,10 @@ mod gpu {
             let nw = NormWeights {
                 kind,
                 eps: 1e-5,
-                w: Some(&w),
-                b: with_bias.then_some(&bias as _),
+                w: Some(w.view()),
+                b: with_bias.then_some(bias.view()),
             };
-            let mut run = || dev.norm(t, &nw, shape, &x, &mut out);
+            let run = || kernels::ops::norm(dev, &nw, shape, x.view(), out.view());
             run()?;
             let params = 1 + with_bias as usize;
             let bytes = ROWS * WIDTH * (4 + t.size()) + params * WIDTH * t.size();

@@ -18,12 +18,9 @@
 
 #include "kernel.cuh"
 
-#define ZO_SHRINK_THREADS 128
-#define ZO_SHRINK_SPLIT (ZO_SHRINK_THREADS / 16)
-#define ZO_SHRINK_RANKS 16
 // Chunks each lane keeps in flight per round.
 #define ZO_SHRINK_UNROLL 2
-#define ZO_PACK_THREADS 256
+static_assert(ZO_SHRINK_SPLIT * 16 == ZO_SHRINK_THREADS, "a shrink block is SPLIT half-warps");
 
 struct alignas(16) ZoAdapterVec16 {
     uint32_t w[4];
@@ -108,7 +105,7 @@ static __device__ __forceinline__ void zo_shrink_dots(const T* __restrict__ row,
                                                       bool xvec, bool fvec,
                                                       float acc[ZO_SHRINK_RANKS]) {
 #pragma unroll
-    for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) acc[kk] = 0.0f;
+    for (int kk = 0; kk < (int)ZO_SHRINK_RANKS; kk++) acc[kk] = 0.0f;
     const uint32_t chunks = (p.k + 63) / 64;
     for (uint32_t h0 = w; h0 < chunks; h0 += ZO_SHRINK_SPLIT * ZO_SHRINK_UNROLL) {
         float xv[ZO_SHRINK_UNROLL][4];
@@ -128,7 +125,7 @@ static __device__ __forceinline__ void zo_shrink_dots(const T* __restrict__ row,
             if (h >= chunks) break;
             const uint32_t col = 64 * h + 4 * lane;
 #pragma unroll
-            for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) {
+            for (int kk = 0; kk < (int)ZO_SHRINK_RANKS; kk++) {
                 if (kk >= nk) break;
                 float fv[4];
                 zo_shrink_load_f(factor, k0 + kk, col, p.k, fvec, zs, p.dist, fv);
@@ -140,7 +137,7 @@ static __device__ __forceinline__ void zo_shrink_dots(const T* __restrict__ row,
         }
     }
 #pragma unroll
-    for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++)
+    for (int kk = 0; kk < (int)ZO_SHRINK_RANKS; kk++)
 #pragma unroll
         for (int m = 8; m > 0; m >>= 1)
             acc[kk] = __fadd_rn(acc[kk], __shfl_xor_sync(ZO_FULL_MASK, acc[kk], m));
@@ -156,7 +153,7 @@ __device__ __forceinline__ void zo_adapter_shrink_impl(ZoShrinkParams p, T* __re
     const int tid = threadIdx.x, lane = tid % 16, w = tid / 16;
     const uint32_t t = blockIdx.x;
     const uint32_t k0 = blockIdx.y * ZO_SHRINK_RANKS;
-    const int nk = min(ZO_SHRINK_RANKS, (int)(p.rank - k0));
+    const int nk = min((int)ZO_SHRINK_RANKS, (int)(p.rank - k0));
     const bool lora = p.family == ZO_ADAPTER_LORA;
     if (t >= p.rows) return; // the whole block
 
@@ -191,22 +188,22 @@ __device__ __forceinline__ void zo_adapter_shrink_impl(ZoShrinkParams p, T* __re
         zo_shrink_dots<T>(out_row, factor, nullptr, p, k0, nk, w, lane, xvec, fvec, acc);
         if (lane == 0) {
 #pragma unroll
-            for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) part[0][w][kk] = acc[kk];
+            for (int kk = 0; kk < (int)ZO_SHRINK_RANKS; kk++) part[0][w][kk] = acc[kk];
         }
         if (need1) {
             zo_shrink_dots<T>(out_row, factor, &zs, p, k0, nk, w, lane, xvec, fvec, acc);
             if (lane == 0) {
 #pragma unroll
-                for (int kk = 0; kk < ZO_SHRINK_RANKS; kk++) part[1][w][kk] = acc[kk];
+                for (int kk = 0; kk < (int)ZO_SHRINK_RANKS; kk++) part[1][w][kk] = acc[kk];
             }
         }
         __syncthreads();
         if (tid < nk) {
             float s = part[0][0][tid];
-            for (int i = 1; i < ZO_SHRINK_SPLIT; i++) s = __fadd_rn(s, part[0][i][tid]);
+            for (int i = 1; i < (int)ZO_SHRINK_SPLIT; i++) s = __fadd_rn(s, part[0][i][tid]);
             if (need1) {
                 float z = part[1][0][tid];
-                for (int i = 1; i < ZO_SHRINK_SPLIT; i++) z = __fadd_rn(z, part[1][i][tid]);
+                for (int i = 1; i < (int)ZO_SHRINK_SPLIT; i++) z = __fadd_rn(z, part[1][i][tid]);
                 s = __fmaf_rn(sc, z, s);
             }
             res[tid] = s;

@@ -1,9 +1,9 @@
-// Candidate scoring: log-softmax at the scoring rows and MeZO's classification loss.
+// Candidate scoring: log-softmax at the scoring rows and each query's log-prob. MeZO's
+// classification loss over those few numbers is formed on the host (plan::classification_scores).
 //
-// Twins: the scoring loop of CpuBackend::score (ops::log_sum_exp, then logit - lse) and
-// plan::classification_scores. The log-sum-exp reduces in fp32 (the twin in fp64): max, then
-// Σ exp(x - max), lse = max + log(Σ); the tolerance rule of the tests covers the difference.
-// The classification loss runs the twin's fp64 arithmetic in the twin's order.
+// Twin: the scoring loop of CpuBackend::score (ops::log_sum_exp, then logit - lse). The
+// log-sum-exp reduces in fp32 (the twin in fp64): max, then Σ exp(x - max), lse = max +
+// log(Σ); the tolerance rule of the tests covers the difference.
 #include "kernel.cuh"
 
 __device__ __forceinline__ float zo_loss_nan() { return __uint_as_float(0x7fc00000u); }
@@ -87,60 +87,4 @@ extern "C" __global__ void zo_candidate_logprobs(ZoLogprobParams p,
             query_logprobs[q] = zo_loss_nan();
         }
     }
-}
-
-// Mean log-prob of candidate c (fp64, summed in query order), NaN for an empty or
-// out-of-range query range.
-__device__ __forceinline__ double zo_loss_candidate_score(const float* __restrict__ lp,
-                                                          const uint32_t* __restrict__ candidates,
-                                                          uint32_t c, uint32_t n_queries) {
-    const uint32_t q0 = candidates[2 * c];
-    const uint32_t q1 = candidates[2 * c + 1];
-    if (q0 >= q1 || q1 > n_queries) return (double)zo_loss_nan();
-    double s = 0.0;
-    for (uint32_t q = q0; q < q1; q++) s += (double)lp[q];
-    return s / (double)(q1 - q0);
-}
-
-// One thread per example: the candidates of one example are few, and their order fixes the
-// fp64 sums, so each example is reduced serially exactly as the twin does.
-extern "C" __global__ void zo_classification_loss(ZoClassifyParams p,
-                                                  const float* __restrict__ query_logprobs,
-                                                  const uint32_t* __restrict__ candidates,
-                                                  const uint32_t* __restrict__ example_offsets,
-                                                  const uint32_t* __restrict__ gold,
-                                                  float* __restrict__ loss,
-                                                  uint32_t* __restrict__ pred,
-                                                  float* __restrict__ candidate_scores) {
-    const uint32_t e = blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= p.n_examples) return;
-    const uint32_t c0 = example_offsets[e];
-    const uint32_t c1 = example_offsets[e + 1];
-    const uint32_t g = gold[e];
-    if (c0 >= c1 || c1 > p.n_candidates || g >= c1 - c0) {
-        loss[e] = zo_loss_nan();
-        pred[e] = 0xffffffffu;
-        return;
-    }
-    // Max (f64::max ignores NaN, so does `>`), and the argmax with ties to the lowest index.
-    double m = -(double)__uint_as_float(0x7f800000u);
-    uint32_t best = 0;
-    double best_s = 0.0;
-    double gold_s = 0.0;
-    for (uint32_t c = c0; c < c1; c++) {
-        const double s = zo_loss_candidate_score(query_logprobs, candidates, c, p.n_queries);
-        candidate_scores[c] = (float)s;
-        if (s > m) m = s;
-        if (c == c0 || s > best_s) {
-            best = c - c0;
-            best_s = s;
-        }
-        if (c - c0 == g) gold_s = s;
-    }
-    double sum = 0.0;
-    for (uint32_t c = c0; c < c1; c++)
-        sum += exp(zo_loss_candidate_score(query_logprobs, candidates, c, p.n_queries) - m);
-    const double lse = m + log(sum);
-    loss[e] = (float)(lse - gold_s);
-    pred[e] = best;
 }

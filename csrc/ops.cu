@@ -1,5 +1,5 @@
 // Row-wise forward ops between the GEMMs: embedding gather, RMSNorm/LayerNorm, MLP
-// activations, residual and bias adds, storage conversions, row gathers, fills.
+// activations.
 //
 // Data flow: the residual stream and every GEMM output are fp32; everything written for a GEMM
 // (norm and activation outputs) is the storage type T into a buffer with row stride ld, of
@@ -166,75 +166,6 @@ __device__ void zo_act_impl(ZoActParams p, const float* __restrict__ in, T* __re
 }
 
 // ---------------------------------------------------------------------------------------------
-// Elementwise row kernels (ZoRowsParams), one block per row.
-
-extern "C" __global__ void zo_add_f32(ZoRowsParams p, float* __restrict__ dst,
-                                      const float* __restrict__ src) {
-    const uint32_t r = blockIdx.x;
-    if (r >= p.rows) return;
-    float* d = dst + (size_t)r * p.ld_dst;
-    const float* s = src + (size_t)r * p.ld_src;
-    for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) d[c] = __fadd_rn(d[c], s[c]);
-}
-
-extern "C" __global__ void zo_scale_f32(ZoRowsParams p, float* __restrict__ dst) {
-    const uint32_t r = blockIdx.x;
-    if (r >= p.rows) return;
-    float* d = dst + (size_t)r * p.ld_dst;
-    for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) d[c] = __fmul_rn(d[c], p.value);
-}
-
-extern "C" __global__ void zo_gather_rows_f32(ZoRowsParams p, const uint32_t* __restrict__ idx,
-                                              const float* __restrict__ src,
-                                              float* __restrict__ dst) {
-    const uint32_t r = blockIdx.x;
-    if (r >= p.rows) return;
-    const uint32_t i = idx[r];
-    float* d = dst + (size_t)r * p.ld_dst;
-    const float* s = src + (size_t)i * p.ld_src;
-    const bool bad = i >= p.n_src_rows;
-    for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) d[c] = bad ? zo_ops_nan() : s[c];
-}
-
-template <typename T>
-__device__ void zo_bias_add_impl(ZoRowsParams p, float* __restrict__ dst,
-                                 const T* __restrict__ bias) {
-    const uint32_t r = blockIdx.x;
-    if (r >= p.rows) return;
-    float* d = dst + (size_t)r * p.ld_dst;
-    for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x)
-        d[c] = __fadd_rn(d[c], zo_f32(bias[c]));
-}
-
-template <typename T>
-__device__ void zo_to_storage_impl(ZoRowsParams p, const float* __restrict__ src,
-                                   T* __restrict__ dst) {
-    const uint32_t r = blockIdx.x;
-    if (r >= p.rows) return;
-    T* d = dst + (size_t)r * p.ld_dst;
-    const float* s = src + (size_t)r * p.ld_src;
-    for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) d[c] = zo_from_f32<T>(s[c]);
-}
-
-template <typename T>
-__device__ void zo_from_storage_impl(ZoRowsParams p, const T* __restrict__ src,
-                                     float* __restrict__ dst) {
-    const uint32_t r = blockIdx.x;
-    if (r >= p.rows) return;
-    float* d = dst + (size_t)r * p.ld_dst;
-    const T* s = src + (size_t)r * p.ld_src;
-    for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) d[c] = zo_f32(s[c]);
-}
-
-template <typename T> __device__ void zo_fill_impl(ZoRowsParams p, T* __restrict__ dst) {
-    const uint32_t r = blockIdx.x;
-    if (r >= p.rows) return;
-    T* d = dst + (size_t)r * p.ld_dst;
-    const T v = zo_from_f32<T>(p.value);
-    for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) d[c] = v;
-}
-
-// ---------------------------------------------------------------------------------------------
 // extern "C" instances per storage type.
 
 #define ZO_OPS_INSTANCES(S, T)                                                                 \
@@ -249,16 +180,6 @@ template <typename T> __device__ void zo_fill_impl(ZoRowsParams p, T* __restrict
     }                                                                                          \
     extern "C" __global__ void zo_act_##S(ZoActParams p, const float* in, T* out) {            \
         zo_act_impl<T>(p, in, out);                                                            \
-    }                                                                                          \
-    extern "C" __global__ void zo_bias_add_##S(ZoRowsParams p, float* dst, const T* bias) {    \
-        zo_bias_add_impl<T>(p, dst, bias);                                                     \
-    }                                                                                          \
-    extern "C" __global__ void zo_to_storage_##S(ZoRowsParams p, const float* src, T* dst) {   \
-        zo_to_storage_impl<T>(p, src, dst);                                                    \
-    }                                                                                          \
-    extern "C" __global__ void zo_from_storage_##S(ZoRowsParams p, const T* src, float* dst) { \
-        zo_from_storage_impl<T>(p, src, dst);                                                  \
-    }                                                                                          \
-    extern "C" __global__ void zo_fill_##S(ZoRowsParams p, T* dst) { zo_fill_impl<T>(p, dst); }
+    }
 
 ZO_INSTANTIATE(ZO_OPS_INSTANCES)

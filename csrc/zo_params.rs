@@ -5,6 +5,10 @@ pub const ZO_DIST_RADEMACHER: u32 = 1;
 pub const ZO_RNG_GAUSSIAN: u32 = 0;
 pub const ZO_RNG_RADEMACHER: u32 = 1;
 pub const ZO_RNG_UNIFORM: u32 = 2;
+pub const ZO_SHRINK_THREADS: u32 = 128;
+pub const ZO_SHRINK_SPLIT: u32 = 8;
+pub const ZO_SHRINK_RANKS: u32 = 16;
+pub const ZO_PACK_THREADS: u32 = 256;
 pub const ZO_ADAPTER_LOWRANK: u32 = 0;
 pub const ZO_ADAPTER_LORA: u32 = 1;
 pub const ZO_ATTN_PAGE: u32 = 16;
@@ -689,39 +693,6 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
-pub struct ZoRowsParams {
-    pub rows: u32,
-    pub width: u32,
-    pub ld_dst: u32,
-    pub ld_src: u32,
-    pub n_src_rows: u32,
-    pub value: f32,
-}
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    ["Size of ZoRowsParams"][::std::mem::size_of::<ZoRowsParams>() - 24usize];
-    ["Alignment of ZoRowsParams"][::std::mem::align_of::<ZoRowsParams>() - 4usize];
-    [
-        "Offset of field: ZoRowsParams::rows",
-    ][::std::mem::offset_of!(ZoRowsParams, rows) - 0usize];
-    [
-        "Offset of field: ZoRowsParams::width",
-    ][::std::mem::offset_of!(ZoRowsParams, width) - 4usize];
-    [
-        "Offset of field: ZoRowsParams::ld_dst",
-    ][::std::mem::offset_of!(ZoRowsParams, ld_dst) - 8usize];
-    [
-        "Offset of field: ZoRowsParams::ld_src",
-    ][::std::mem::offset_of!(ZoRowsParams, ld_src) - 12usize];
-    [
-        "Offset of field: ZoRowsParams::n_src_rows",
-    ][::std::mem::offset_of!(ZoRowsParams, n_src_rows) - 16usize];
-    [
-        "Offset of field: ZoRowsParams::value",
-    ][::std::mem::offset_of!(ZoRowsParams, value) - 20usize];
-};
-#[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
 pub struct ZoLogprobParams {
     pub rows: u32,
     pub vocab: u32,
@@ -752,33 +723,6 @@ const _: () = {
     [
         "Offset of field: ZoLogprobParams::reserved",
     ][::std::mem::offset_of!(ZoLogprobParams, reserved) - 20usize];
-};
-#[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
-pub struct ZoClassifyParams {
-    pub n_examples: u32,
-    pub n_candidates: u32,
-    pub n_queries: u32,
-    pub reserved: u32,
-}
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    ["Size of ZoClassifyParams"][::std::mem::size_of::<ZoClassifyParams>() - 16usize];
-    [
-        "Alignment of ZoClassifyParams",
-    ][::std::mem::align_of::<ZoClassifyParams>() - 4usize];
-    [
-        "Offset of field: ZoClassifyParams::n_examples",
-    ][::std::mem::offset_of!(ZoClassifyParams, n_examples) - 0usize];
-    [
-        "Offset of field: ZoClassifyParams::n_candidates",
-    ][::std::mem::offset_of!(ZoClassifyParams, n_candidates) - 4usize];
-    [
-        "Offset of field: ZoClassifyParams::n_queries",
-    ][::std::mem::offset_of!(ZoClassifyParams, n_queries) - 8usize];
-    [
-        "Offset of field: ZoClassifyParams::reserved",
-    ][::std::mem::offset_of!(ZoClassifyParams, reserved) - 12usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -6,14 +6,15 @@
 pub mod backend;
 pub mod bench;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod io;
+mod matmul;
 pub mod model;
 pub mod perturb;
 pub mod plan;
 pub mod rng;
 pub mod train;
-pub mod zo;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! The training loop: sample → plan → score → loss differences → update → log/eval.
 //!
 //! MeZO's protocol: the batch of step `s` is a pure function of (data seed, s) (see
-//! [`crate::zo::seeds::batch_indices`]); dev accuracy every `eval_every` steps selects the
+//! [`crate::engine::seeds::batch_indices`]); dev accuracy every `eval_every` steps selects the
 //! best state, which is recovered at the end by replaying the seed log up to it (no weight
 //! snapshots), and the test accuracy reported is that of the best state.
 //!
@@ -15,15 +15,16 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::backend::DType;
+use crate::engine::checkpoint::{Checkpoint, DevPoint, SkippedStep};
+use crate::engine::config::TrainConfig;
+use crate::engine::divergence::DivergenceGuard;
+use crate::engine::estimator::estimate;
+use crate::engine::replay::{replay, ZoBackend};
+use crate::engine::schedule::lr_at;
+use crate::engine::seeds::{batch_indices, period_seed};
 use crate::eval::evaluate;
 use crate::plan::TokenizedExample;
-use crate::zo::checkpoint::{Checkpoint, DevPoint, SkippedStep};
-use crate::zo::config::TrainConfig;
-use crate::zo::divergence::DivergenceGuard;
-use crate::zo::estimator::estimate;
-use crate::zo::replay::{replay, ZoBackend};
-use crate::zo::schedule::lr_at;
-use crate::zo::seeds::{batch_indices, period_seed};
 use crate::{Error, Result};
 
 /// Tokenized splits of a run.
@@ -69,7 +70,7 @@ pub struct TrainOutcome<B> {
 }
 
 /// Per-step line of the metrics file.
-fn step_line(est: &crate::zo::estimator::StepEstimate, steps_per_s: f64) -> serde_json::Value {
+fn step_line(est: &crate::engine::estimator::StepEstimate, steps_per_s: f64) -> serde_json::Value {
     let mut v = json!({
         "type": "step",
         "step": est.record.step,
@@ -238,7 +239,7 @@ pub fn train<B: ZoBackend>(
     while log.completed < stop {
         let step = log.completed;
         let ps = cfg.period().map(|nu| period_seed(cfg.seed, step, nu));
-        backend.begin_step(step, ps);
+        backend.begin_step(step, ps)?;
         let batch: Vec<TokenizedExample> =
             batch_indices(cfg.data_seed, step, cfg.batch, data.train.len())
                 .into_iter()
@@ -317,7 +318,7 @@ pub fn train<B: ZoBackend>(
     }
     metrics.flush()?;
     if let (Some(svg), Some(m)) = (&opts.plot, &opts.metrics) {
-        crate::zo::plot::write_curve(m, svg)?;
+        crate::engine::plot::write_curve(m, svg)?;
     }
     Ok(TrainOutcome {
         backend,
@@ -384,76 +385,37 @@ pub enum Device {
     Auto,
     Cpu,
     /// GPU 0 with weights stored in this dtype.
-    Cuda(DeviceDtype),
-}
-
-/// Storage dtype of GPU weights, named without the `cuda` feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceDtype {
-    F32,
-    #[default]
-    Bf16,
-    F16,
+    Cuda(DType),
+    /// The CUDA backend on its CPU emulation of a GPU (zo-emu): GPU numerics without a GPU,
+    /// slowly (tiny models).
+    Emulated(DType),
 }
 
 impl Device {
     /// Parses `--device` and `--dtype`.
     pub fn parse(device: &str, dtype: &str) -> Result<Device> {
-        let dt = match dtype {
-            "f32" | "fp32" => DeviceDtype::F32,
-            "bf16" => DeviceDtype::Bf16,
-            "f16" | "fp16" => DeviceDtype::F16,
-            other => {
-                return Err(Error::Config(format!(
-                    "--dtype {other:?}: expected f32, bf16 or f16"
-                )))
-            }
-        };
+        let dt = DType::parse(dtype)
+            .map_err(|_| Error::Config(format!("--dtype {dtype:?}: expected f32, bf16 or f16")))?;
         match device {
             "auto" => Ok(Device::Auto),
             "cpu" => Ok(Device::Cpu),
             "cuda" | "gpu" => Ok(Device::Cuda(dt)),
+            "emu" => Ok(Device::Emulated(dt)),
             other => Err(Error::Config(format!(
-                "--device {other:?}: expected auto, cpu or cuda"
+                "--device {other:?}: expected auto, cpu, cuda or emu"
             ))),
         }
     }
 }
 
-/// Why the CUDA backend cannot train `cfg`, or None when it can (lowrank, lora and
-/// in-place dense, with the stateless update rules).
+/// Why the CUDA backend cannot train `cfg`, or None when it can (see
+/// [`crate::backend::gpu_support::refusal`]).
 pub fn gpu_refusal(cfg: &TrainConfig) -> Option<String> {
-    use crate::perturb::FamilyConfig;
-    let family_ok = matches!(
-        cfg.family,
-        FamilyConfig::LowRank { .. }
-            | FamilyConfig::Lora { .. }
-            | FamilyConfig::Dense { in_place: true }
-    );
-    if !family_ok {
-        return Some(format!(
-            "the {} family does not run on the CUDA backend yet (lowrank, lora and in-place \
-             dense do)",
-            cfg.family.name()
-        ));
-    }
-    if !cfg.optimizer.step_rule().is_stateless() {
-        return Some(
-            "the momentum and adam optimizers keep moments that the CUDA backend does not \
-             hold yet (sgd, sign and fzoo run there)"
-                .into(),
-        );
-    }
-    None
-}
-
-#[cfg(zo_kernels)]
-fn cuda_dtype(d: DeviceDtype) -> crate::backend::cuda::DType {
-    match d {
-        DeviceDtype::F32 => crate::backend::cuda::DType::F32,
-        DeviceDtype::Bf16 => crate::backend::cuda::DType::Bf16,
-        DeviceDtype::F16 => crate::backend::cuda::DType::F16,
-    }
+    crate::backend::gpu_support::refusal(
+        Some(&cfg.family),
+        cfg.optimizer.step_rule().is_stateless(),
+        None,
+    )
 }
 
 /// Resolves `Auto`: the GPU if this build has the CUDA backend, a GPU answers and the family
@@ -461,16 +423,16 @@ fn cuda_dtype(d: DeviceDtype) -> crate::backend::cuda::DType {
 pub fn resolve_device(d: Device, cfg: &TrainConfig, progress: bool) -> Result<Device> {
     match d {
         Device::Cpu => Ok(Device::Cpu),
-        Device::Cuda(dt) => match gpu_refusal(cfg) {
+        Device::Cuda(_) | Device::Emulated(_) => match gpu_refusal(cfg) {
             Some(why) => Err(Error::Unsupported(format!("{why}; use --device cpu"))),
-            None => Ok(Device::Cuda(dt)),
+            None => Ok(d),
         },
         Device::Auto => {
             #[cfg(feature = "cuda")]
             {
                 if crate::backend::cuda::CudaDevice::new(0).is_ok() {
                     match gpu_refusal(cfg) {
-                        None => return Ok(Device::Cuda(DeviceDtype::Bf16)),
+                        None => return Ok(Device::Cuda(DType::Bf16)),
                         Some(why) if progress => eprintln!("running on the CPU: {why}"),
                         Some(_) => {}
                     }
@@ -575,8 +537,8 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     let resume = run.resume.as_deref().map(Checkpoint::load).transpose()?;
     let (base, tokenizer) = load_base(&run.model)?;
     let data = load_data(cfg, &run.data, &tokenizer)?;
-    let base_hash = crate::zo::hash::model_hash(&base);
-    let data_hash = crate::zo::hash::examples_hash(&data.train);
+    let base_hash = crate::engine::hash::model_hash(&base);
+    let data_hash = crate::engine::hash::examples_hash(&data.train);
     if let Some(ck) = &resume {
         if let Some(h) = &ck.data_hash {
             if *h != data_hash {
@@ -587,8 +549,9 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
             }
         }
     }
-    // Fail on a family that cannot be built before any file is written.
-    cpu_backend(&base, cfg)?;
+    // Fail on a family that cannot be built before any file is written (the family alone:
+    // the weights are not copied for this).
+    crate::perturb::build(&cfg.family, cfg.dist, &base, cfg.seed)?;
     std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
     let checkpoint = run
         .checkpoint
@@ -619,7 +582,8 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     let started = Instant::now();
     let device = resolve_device(run.device, cfg, run.progress)?;
     let (log, test_accuracy_before, test_accuracy) = match device {
-        Device::Cuda(dt) => cuda_train(&base, cfg, dt, &data, &base_hash, log, &opts)?,
+        Device::Cuda(dt) => cuda_train(&base, cfg, dt, false, &data, &base_hash, log, &opts)?,
+        Device::Emulated(dt) => cuda_train(&base, cfg, dt, true, &data, &base_hash, log, &opts)?,
         _ => {
             let make = || cpu_backend(&base, cfg);
             let o = train(&make, &data, cfg, &base_hash, log, &opts)?;
@@ -642,6 +606,7 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         test_accuracy,
         device: match device {
             Device::Cuda(_) => "cuda".into(),
+            Device::Emulated(_) => "emu".into(),
             _ => "cpu".into(),
         },
         wall_s: started.elapsed().as_secs_f64(),
@@ -651,20 +616,26 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     })
 }
 
-#[cfg(zo_kernels)]
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
 fn cuda_train(
     base: &crate::model::Model,
     cfg: &TrainConfig,
-    dt: DeviceDtype,
+    dtype: DType,
+    emulated: bool,
     data: &TrainData,
     base_hash: &str,
     log: Checkpoint,
     opts: &RunOptions,
 ) -> Result<(Checkpoint, Option<f64>, Option<f64>)> {
-    use crate::backend::cuda::{CudaBackend, CudaOptions};
+    use crate::backend::cuda::{CudaBackend, CudaOptions, Target};
     let o = CudaOptions {
-        ordinal: 0,
-        dtype: cuda_dtype(dt),
+        target: if emulated {
+            Target::Emulated
+        } else {
+            Target::Gpu(0)
+        },
+        dtype,
         directions: cfg.q,
     };
     // The run seed initialises LoRA A as on the CPU, so the seed log replays there.
@@ -673,19 +644,19 @@ fn cuda_train(
     Ok((out.log, out.test_accuracy_before, out.test_accuracy))
 }
 
-#[cfg(not(zo_kernels))]
+#[cfg(not(feature = "cuda"))]
+#[allow(clippy::too_many_arguments)]
 fn cuda_train(
     _: &crate::model::Model,
     _: &TrainConfig,
-    _: DeviceDtype,
+    _: DType,
+    _: bool,
     _: &TrainData,
     _: &str,
     _: Checkpoint,
     _: &RunOptions,
 ) -> Result<(Checkpoint, Option<f64>, Option<f64>)> {
     Err(Error::Unsupported(
-        "this zo-run was built without the CUDA kernels; rebuild with --features cuda and nvcc \
-         available (set NVCC)"
-            .into(),
+        "this zo-run was built without the CUDA backend; rebuild with --features cuda".into(),
     ))
 }

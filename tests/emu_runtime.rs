@@ -491,3 +491,61 @@ fn guarded_vec_holds_its_elements() {
 fn largest_dynamic_shared_memory_request_is_accepted() {
     selftest::empty(dim(2, 1, 1), dim(32, 1, 1), 227 * 1024);
 }
+
+/// Launch by name checks the argument list against the kernel's signature before anything
+/// runs: an unknown name, a params struct of the wrong size, a wrong pointer count and a
+/// geometry the device would refuse each come back as an error naming the problem; a correct
+/// launch runs the kernel.
+#[test]
+fn launch_by_name_refuses_argument_lists_that_do_not_match_the_kernel() {
+    use zo::backend::params::{ZoRngDrawParams, ZO_RNG_GAUSSIAN};
+    use zo_emu::Launch;
+    let p = ZoRngDrawParams {
+        stream: Stream::new(1, 2, 3).into(),
+        start: 0,
+        n: 8,
+        kind: ZO_RNG_GAUSSIAN,
+        reserved: 0,
+    };
+    let out = zo_emu::GuardedVec::filled(8, 0.0f32);
+    let ptr = out.as_ptr() as u64;
+    let size = std::mem::size_of::<ZoRngDrawParams>();
+    let params = &p as *const ZoRngDrawParams as *const std::ffi::c_void;
+    let one = Launch::new(1u32, 32u32, 0);
+    // SAFETY (every call): the params point at a live ZoRngDrawParams and the output holds the
+    // 8 elements it asks for; the failing calls run nothing.
+    let err = |name: &str, cfg: Launch, size: usize, ptrs: &[u64]| unsafe {
+        zo_emu::launch(name, cfg, params, size, ptrs).unwrap_err()
+    };
+    assert!(err("zo_no_such_kernel", one, size, &[ptr]).contains("no emulated kernel"));
+    assert!(err("zo_rng_draw_f32", one, size - 4, &[ptr]).contains("params struct"));
+    assert!(err("zo_rng_draw_f32", one, size, &[ptr, ptr]).contains("pointers"));
+    assert!(err("zo_rng_draw_f32", Launch::new(0u32, 32u32, 0), size, &[ptr]).contains("grid"));
+    assert!(err(
+        "zo_rng_draw_f32",
+        Launch::new(1u32, 2048u32, 0),
+        size,
+        &[ptr]
+    )
+    .contains("grid"));
+    assert!(err(
+        "zo_rng_draw_f32",
+        Launch::new(1u32, 32u32, 300_000),
+        size,
+        &[ptr]
+    )
+    .contains("shared memory"));
+    // SAFETY: as above, with the kernel's own argument list.
+    unsafe { zo_emu::launch("zo_rng_draw_f32", one, params, size, &[ptr]) }.unwrap();
+    let mut want = vec![0.0f32; 8];
+    zo::rng::fill_gaussian(1, 2, 3, 0, &mut want);
+    assert_eq!(bits32(&out), bits32(&want));
+    let names = zo_emu::kernel_names();
+    for family in [
+        "zo_norm_bf16",
+        "zo_attn_prefill_hd128_f16",
+        "zo_adapter_pack_f32",
+    ] {
+        assert!(names.iter().any(|n| n == family), "{family} not registered");
+    }
+}

@@ -8,14 +8,14 @@ use std::path::Path;
 
 use common::naive::{log_softmax, naive_logits};
 use common::synth::{parity_data, parity_examples, tiny_model};
+use zo::engine::hash::model_hash;
+use zo::engine::{estimate, Checkpoint, TrainConfig};
 use zo::io::gguf::ImportDtype;
 use zo::model::save::{hf_tensors, save_hf};
 use zo::model::{Model, ModelConfig, Slot};
 use zo::perturb::{Dist, FamilyConfig};
 use zo::plan::TokenizedExample;
 use zo::train::{cpu_backend, train, RunOptions};
-use zo::zo::hash::model_hash;
-use zo::zo::{estimate, Checkpoint, TrainConfig};
 
 /// MeZO's classification loss averaged over `examples`, in f64 on the naive forward.
 fn naive_mean_loss(m: &Model, examples: &[TokenizedExample]) -> f64 {
@@ -224,11 +224,11 @@ fn export_replays_the_log_and_writes_merged_weights_and_a_peft_adapter() {
     assert_ne!(bits(&want), bits(&base), "training changed nothing");
 
     let exp = dir.path().join("export");
-    let r = zo::zo::export::export(
+    let r = zo::engine::export::export(
         &ck,
         &exp,
         None,
-        zo::zo::export::ExportState::Last,
+        zo::engine::export::ExportState::Last,
         ImportDtype::F32,
     )
     .unwrap();
@@ -237,7 +237,7 @@ fn export_replays_the_log_and_writes_merged_weights_and_a_peft_adapter() {
     assert_eq!(bits(&got), bits(&want));
     // The merged folder must not look like an adapter folder to HF loaders.
     assert!(!exp.join("adapter_config.json").exists());
-    let adapter_dir = exp.join(zo::zo::export::ADAPTER_DIR);
+    let adapter_dir = exp.join(zo::engine::export::ADAPTER_DIR);
     let adapter =
         zo::io::safetensors::TensorStore::open(adapter_dir.join("adapter_model.safetensors"))
             .unwrap();
@@ -254,11 +254,11 @@ fn export_replays_the_log_and_writes_merged_weights_and_a_peft_adapter() {
     let mut m1 = m1;
     m1.embed[0] += 1.0;
     save_hf(&m1, &src, &other, ImportDtype::F32).unwrap();
-    let e = zo::zo::export::export(
+    let e = zo::engine::export::export(
         &ck,
         &dir.path().join("x"),
         Some(&other),
-        zo::zo::export::ExportState::Best,
+        zo::engine::export::ExportState::Best,
         ImportDtype::F32,
     )
     .unwrap_err()

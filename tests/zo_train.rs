@@ -5,13 +5,13 @@ mod common;
 
 use common::synth::{parity_data, tiny_model};
 use zo::backend::cpu::CpuBackend;
+use zo::engine::config::{LrSchedule, Optimizer};
+use zo::engine::hash::model_hash;
+use zo::engine::{replay, Checkpoint, TrainConfig};
 use zo::model::save::hf_tensors;
 use zo::model::{Model, Slot};
 use zo::perturb::{Dist, FamilyConfig, LowRankScale};
 use zo::train::{cpu_backend, train, RunOptions, TrainData, TrainOutcome};
-use zo::zo::config::{LrSchedule, Optimizer};
-use zo::zo::hash::model_hash;
-use zo::zo::{replay, Checkpoint, TrainConfig};
 
 fn config(family: FamilyConfig, steps: u64, lr: f32, eps: f32) -> TrainConfig {
     TrainConfig {
@@ -236,7 +236,7 @@ fn training_lowers_the_loss_on_a_synthetic_task() {
         after < before - 0.2,
         "full-train-split loss went from {before} to {after}; expected a drop of at least 0.2"
     );
-    let curves = zo::zo::plot::read_curves(&metrics).unwrap();
+    let curves = zo::engine::plot::read_curves(&metrics).unwrap();
     assert_eq!(curves.loss.len(), 300);
     let svg = std::fs::read_to_string(dir.path().join("curve.svg")).unwrap();
     assert!(

@@ -32,6 +32,15 @@
 #include <stdint.h>
 
 /* Which family a shrink/pack launch serves. */
+// Shrink geometry, shared with the host launcher and the CPU twin's summation order: a block of
+// ZO_SHRINK_THREADS threads owns one row and ZO_SHRINK_RANKS rank components; its
+// ZO_SHRINK_SPLIT half-warps split the row's 64-column chunks.
+#define ZO_SHRINK_THREADS 128u
+#define ZO_SHRINK_SPLIT 8u
+#define ZO_SHRINK_RANKS 16u
+// Threads of a pack block.
+#define ZO_PACK_THREADS 256u
+
 #define ZO_ADAPTER_LOWRANK 0u
 #define ZO_ADAPTER_LORA 1u
 

@@ -15,15 +15,3 @@ typedef struct ZoLogprobParams {
     uint32_t write_lse; /* 0: the lse pointer is not touched (may be null) */
     uint32_t reserved;
 } ZoLogprobParams;
-
-/* zo_classification_loss: per example e, candidates [example_offsets[e], example_offsets[e+1])
- * of the flattened candidate list; candidate c owns queries [candidates[2c], candidates[2c+1]).
- * Writes loss[e] (cross-entropy over the candidates' mean log-probs with gold[e]), pred[e]
- * (argmax, ties to the lowest index) and candidate_scores[c] (the means). Accumulation in fp64,
- * results rounded once to fp32. A malformed example gets loss NaN and pred 0xffffffff. */
-typedef struct ZoClassifyParams {
-    uint32_t n_examples;
-    uint32_t n_candidates;
-    uint32_t n_queries;
-    uint32_t reserved;
-} ZoClassifyParams;

@@ -60,17 +60,3 @@ typedef struct ZoActParams {
     uint32_t act;   /* ZO_ACT_* */
     uint32_t gated; /* 0 or 1 */
 } ZoActParams;
-
-/* Elementwise row kernels over columns [0, width) of `rows` rows; `dst` has row stride ld_dst,
- * `src` ld_src (elements). Used by zo_add_f32 (dst += src), zo_bias_add_<T> (dst += widen(b),
- * b `[width]`), zo_to_storage_<T> (T dst = round(fp32 src)), zo_from_storage_<T> (fp32 dst =
- * widen(T src)), zo_fill_<T> (dst = round(value)), zo_scale_f32 (dst *= value) and
- * zo_gather_rows_f32 (dst row r = src row idx[r]; an index >= n_src_rows gives a NaN row). */
-typedef struct ZoRowsParams {
-    uint32_t rows;
-    uint32_t width;
-    uint32_t ld_dst;
-    uint32_t ld_src;
-    uint32_t n_src_rows; /* zo_gather_rows_f32 only */
-    float value;         /* zo_fill_<T> and zo_scale_f32 only */
-} ZoRowsParams;

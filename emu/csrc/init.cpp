@@ -1,9 +1,7 @@
-// Emulated launcher of the on-device init kernel (csrc/init.cu).
+// The buffer-init kernels (csrc/init.cu), launchable by name.
 #include "zo_emu.h"
 
 #include "init.cu"
 
-extern "C" void zo_emu_init_f32(ZoEmuDim grid, ZoEmuDim block, size_t smem, ZoInitParams p,
-                                float* out) {
-    zo_emu::launch_kernel(zo_init_f32, grid, block, smem, p, out);
-}
+#define ZO_EMU_INIT(suffix, T) ZO_EMU_KERNEL(zo_init_##suffix),
+ZO_EMU_FAMILY(init, ZO_INSTANTIATE(ZO_EMU_INIT))

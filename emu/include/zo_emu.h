@@ -42,6 +42,7 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "zo_emu_abi.h"
@@ -505,7 +506,59 @@ void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A&&
     launch(grid, block, smem, [&] { kernel(args...); });
 }
 
+// A kernel launchable by name: what the device seam's emulated device passes to
+// zo_emu_launch, as cuLaunchKernel takes a function, the params struct and the pointers.
+struct KernelEntry {
+    const char* name;
+    size_t params_size;
+    size_t n_ptrs;
+    void (*run)(dim3 grid, dim3 block, size_t smem, const void* params, const uint64_t* ptrs);
+};
+
+namespace detail {
+
+// Every zo kernel takes (params struct by value, device pointers...): the signature says how to
+// unpack an argument list of raw addresses.
+template <class F> struct kernel_sig;
+template <class P, class... Ptr> struct kernel_sig<void (*)(P, Ptr...)> {
+    static_assert((std::is_pointer_v<Ptr> && ...), "kernel arguments after the params are pointers");
+    using params = P;
+    static constexpr size_t n_ptrs = sizeof...(Ptr);
+
+    template <auto K, size_t... I>
+    static void call(dim3 g, dim3 b, size_t smem, const P& p, const uint64_t* ptrs,
+                     std::index_sequence<I...>) {
+        launch_kernel(K, g, b, smem, p, reinterpret_cast<Ptr>(static_cast<uintptr_t>(ptrs[I]))...);
+    }
+
+    template <auto K>
+    static void run(dim3 g, dim3 b, size_t smem, const void* params, const uint64_t* ptrs) {
+        P p;
+        memcpy(static_cast<void*>(&p), params, sizeof(P));
+        call<K>(g, b, smem, p, ptrs, std::index_sequence_for<Ptr...>{});
+    }
+};
+
+} // namespace detail
+
+template <auto K> constexpr KernelEntry kernel_entry(const char* name) {
+    using S = detail::kernel_sig<decltype(K)>;
+    return KernelEntry{name, sizeof(typename S::params), S::n_ptrs, &S::template run<K>};
+}
+
 } // namespace zo_emu
+
+// ZO_EMU_KERNEL(zo_norm_bf16): the registry entry of one kernel instance.
+#define ZO_EMU_KERNEL(k) zo_emu::kernel_entry<&k>(#k)
+
+// ZO_EMU_FAMILY(ops, entries...): the table of a family's kernels, which emu/csrc/registry.cpp
+// searches by name. One per emu/csrc/<family>.cpp.
+#define ZO_EMU_FAMILY(family, ...)                                                             \
+    extern "C" const zo_emu::KernelEntry* zo_emu_kernels_##family(size_t* n) {                \
+        static const zo_emu::KernelEntry entries[] = {__VA_ARGS__};                            \
+        *n = sizeof(entries) / sizeof(entries[0]);                                             \
+        return entries;                                                                        \
+    }
 
 // ---------------------------------------------------------------------------------------------
 // Synchronisation and warp shuffles

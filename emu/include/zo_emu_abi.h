@@ -1,5 +1,5 @@
-/* The C ABI between the emulated launchers (emu/csrc/<family>.cpp) and their Rust declarations
- * (emu/src). Mirrored by zo_emu::ZoEmuDim. */
+/* The C ABI of launch by name (emu/csrc/registry.cpp) and its Rust declaration (emu/src/lib.rs).
+ * Mirrored by zo_emu::ZoEmuDim. */
 #ifndef ZO_EMU_ABI_H
 #define ZO_EMU_ABI_H
 

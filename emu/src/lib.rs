@@ -3,9 +3,10 @@
 //! The kernels in `csrc/*.cu` are compiled unmodified as C++20 against a small runtime
 //! (`emu/include/zo_emu.h`: thread and block indices, shared memory, barriers, warp shuffles,
 //! atomics, float intrinsics, 16-bit float types) and launched on the host, so their logic can
-//! be checked against the CPU twins on machines with no GPU. Each kernel family has its
-//! launchers in `emu/csrc/<family>.cpp` and safe wrappers over host slices here, in a module
-//! named after the family. See README.md for the supported subset and the limits.
+//! be checked against the CPU twins on machines with no GPU. Each kernel family registers its
+//! kernels in `emu/csrc/<family>.cpp`; [`launch`] runs one by name, as cuLaunchKernel does, and
+//! is what zo's emulated device (the device seam's second implementation) calls. See README.md
+//! for the supported subset and the limits.
 
 pub mod params {
     //! Kernel parameter structs: the committed bindgen output for csrc/zo_params.h, shared
@@ -36,16 +37,9 @@ pub const REGENERATED_PARAMS: Option<&str> = {
 /// Where this build wrote the regenerated bindings (to copy over `csrc/zo_params.rs`).
 pub const REGENERATED_PARAMS_PATH: &str = concat!(env!("OUT_DIR"), "/params.rs");
 
-pub mod adapter;
-pub mod attention;
 mod guarded;
-pub mod init;
-pub mod loss;
-pub mod ops;
-pub mod rng;
 #[doc(hidden)]
 pub mod selftest;
-pub mod update;
 
 pub use guarded::GuardedVec;
 
@@ -99,8 +93,9 @@ impl Launch {
     }
 }
 
-/// Panics unless `buf` holds at least `n` elements: the wrappers check every buffer against
-/// the extent the kernel is meant to touch, so only a kernel bug can reach past a slice.
+/// Panics unless `buf` holds at least `n` elements: the self-test launchers check every buffer
+/// against the extent the kernel is meant to touch, so only a kernel bug can reach past a
+/// slice.
 #[track_caller]
 pub fn check_len<T>(what: &str, buf: &[T], n: u64) {
     assert!(
@@ -108,4 +103,82 @@ pub fn check_len<T>(what: &str, buf: &[T], n: u64) {
         "{what}: buffer of {} elements, kernel needs {n}",
         buf.len()
     );
+}
+
+extern "C" {
+    fn zo_emu_launch(
+        name: *const std::ffi::c_char,
+        grid: ZoEmuDim,
+        block: ZoEmuDim,
+        smem: usize,
+        params: *const std::ffi::c_void,
+        params_size: usize,
+        ptrs: *const u64,
+        n_ptrs: usize,
+        msg: *mut std::ffi::c_char,
+        msg_len: usize,
+    ) -> i32;
+    fn zo_emu_kernel_names(names: *mut *const std::ffi::c_char, cap: usize) -> usize;
+}
+
+/// Runs kernel `name` (a `csrc/*.cu` extern "C" instance such as `zo_norm_bf16`) on the CPU
+/// with the params struct at `params` (`params_size` bytes) and one host address per pointer
+/// argument, and returns when every thread has finished. A name that is not registered, a
+/// params size or pointer count that differs from the kernel's signature, or a geometry the
+/// device would refuse comes back as an error, before anything runs.
+///
+/// # Safety
+/// `params` must point at `params_size` readable bytes holding the kernel's params struct, and
+/// every address in `ptrs` must be null or valid for every access the kernel makes with those
+/// params and this geometry.
+pub unsafe fn launch(
+    name: &str,
+    cfg: Launch,
+    params: *const std::ffi::c_void,
+    params_size: usize,
+    ptrs: &[u64],
+) -> Result<(), String> {
+    let cname = std::ffi::CString::new(name).map_err(|_| format!("kernel name {name:?}"))?;
+    let mut msg = [0 as std::ffi::c_char; 512];
+    // SAFETY: the name and message buffers are live for the call; params and ptrs as the
+    // caller guarantees.
+    let code = unsafe {
+        zo_emu_launch(
+            cname.as_ptr(),
+            cfg.grid,
+            cfg.block,
+            cfg.smem,
+            params,
+            params_size,
+            ptrs.as_ptr(),
+            ptrs.len(),
+            msg.as_mut_ptr(),
+            msg.len(),
+        )
+    };
+    if code == 0 {
+        return Ok(());
+    }
+    // SAFETY: vsnprintf wrote a NUL-terminated string into msg.
+    let text = unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) };
+    Err(text.to_string_lossy().into_owned())
+}
+
+/// The names of every kernel [`launch`] can run, sorted.
+pub fn kernel_names() -> Vec<String> {
+    // SAFETY: a null array only counts.
+    let n = unsafe { zo_emu_kernel_names(std::ptr::null_mut(), 0) };
+    let mut names = vec![std::ptr::null(); n];
+    // SAFETY: room for n entries; each written entry is a static NUL-terminated name.
+    let got = unsafe { zo_emu_kernel_names(names.as_mut_ptr(), n) };
+    let mut out: Vec<String> = names[..got.min(n)]
+        .iter()
+        .map(|&p| {
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    out.sort();
+    out
 }

@@ -7,34 +7,20 @@
 
 #[doc(hidden)]
 pub mod attention;
-pub(crate) mod gemm;
 #[doc(hidden)]
 pub mod ops;
-mod validate;
 
 use rayon::prelude::*;
 
 use self::attention::{causal_attention, causal_attention_with_prefix, AttnShape, LayerPrefixes};
-use self::gemm::matmul_wt;
 use crate::backend::{Backend, Scores};
+use crate::matmul::matmul_wt;
 use crate::model::{Arch, Layer, Linear, Mlp, Model, Norm, NormSite, Site, Slot};
 use crate::perturb::{segments, Family, Perturbation, Segment, StepRecord, UpdateConfig};
 use crate::plan::{classification_scores, Plan};
 use crate::{Error, Result};
 
-#[cfg_attr(not(zo_kernels), allow(unused_imports))]
-pub(crate) use self::ops::{rope_inv_freq, rope_tables};
-
-/// Checks a plan's inputs against a model config (the GPU forward reuses this).
-#[cfg_attr(not(zo_kernels), allow(dead_code))]
-pub(crate) fn validate_plan_for(plan: &Plan, config: &crate::model::ModelConfig) -> Result<()> {
-    validate::plan_for_config(plan, config)
-}
-
-/// Checks every tensor of `m` against its config (the GPU upload reuses this).
-pub(crate) fn check_shapes(m: &Model) -> Result<()> {
-    validate::model_shapes(m)
-}
+use crate::backend::validate;
 
 /// Logits are formed this many rows at a time, bounding memory to rows × vocab floats.
 const LOGIT_ROWS: usize = 64;

@@ -5,7 +5,15 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device_plan;
-pub mod launch;
+mod dtype;
+pub mod gpu_support;
+pub mod params;
+pub mod rope;
+pub mod validate;
+mod zo_backend;
+
+pub use dtype::DType;
+pub use zo_backend::ZoBackend;
 
 use crate::plan::{ExampleScore, Plan};
 use crate::Result;

@@ -5,12 +5,13 @@
 //! [`BenchSpec`] and fills its own synthetic weights where it computes (host memory for the
 //! CPU, device memory for CUDA), so nothing of model size crosses the host–device boundary.
 
+pub use crate::backend::DType;
 use crate::backend::Scores;
+use crate::engine::config::TrainConfig;
+use crate::engine::replay::ZoBackend;
 use crate::model::ModelConfig;
 use crate::plan::Plan;
-use crate::zo::config::TrainConfig;
-use crate::zo::replay::ZoBackend;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Where the bench runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,49 +29,13 @@ impl BenchDevice {
     }
 }
 
-/// Storage dtype of the weights (and GEMM inputs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BenchDType {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl BenchDType {
-    pub fn parse(s: &str) -> Result<BenchDType> {
-        match s {
-            "f32" => Ok(BenchDType::F32),
-            "f16" => Ok(BenchDType::F16),
-            "bf16" => Ok(BenchDType::Bf16),
-            other => Err(Error::Config(format!(
-                "unknown dtype {other:?}; expected f32, f16 or bf16"
-            ))),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BenchDType::F32 => "f32",
-            BenchDType::F16 => "f16",
-            BenchDType::Bf16 => "bf16",
-        }
-    }
-
-    pub fn bytes(self) -> usize {
-        match self {
-            BenchDType::F32 => 4,
-            BenchDType::F16 | BenchDType::Bf16 => 2,
-        }
-    }
-}
-
 /// Everything a backend needs to build itself for a bench: the architecture, the family and
 /// estimator settings, the weight dtype and the seed of the synthetic weights.
 #[derive(Debug, Clone)]
 pub struct BenchSpec {
     pub config: ModelConfig,
     pub train: TrainConfig,
-    pub dtype: BenchDType,
+    pub dtype: DType,
     /// Seed of the synthetic weights (init std 0.02, as HF's `initializer_range`).
     pub weight_seed: u64,
 }

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::backend::{BenchBackend, BenchDType, BenchSpec, GemmShape, ScoreTiming};
+use super::backend::{BenchBackend, BenchSpec, DType, GemmShape, ScoreTiming};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Scores};
+use crate::engine::replay::ZoBackend;
 use crate::model::Model;
 use crate::perturb::{Dist, StepRecord, UpdateConfig};
 use crate::plan::Plan;
-use crate::zo::replay::ZoBackend;
 use crate::{Error, Result};
 
 /// Leave this share of the available memory for activations, the family and the floors.
@@ -55,10 +55,10 @@ impl CpuBench {
     /// Synthetic f32 weights on the host and a fresh family. Refuses architectures whose
     /// weights would not fit in the available memory.
     pub fn new(spec: &BenchSpec) -> Result<CpuBench> {
-        if spec.dtype != BenchDType::F32 {
+        if spec.dtype != DType::F32 {
             return Err(Error::Unsupported(format!(
                 "the CPU backend computes in f32; --dtype {} needs --device cuda",
-                spec.dtype.name()
+                spec.dtype.suffix()
             )));
         }
         let bytes = spec.config.n_params() as f64 * 4.0;
@@ -93,7 +93,7 @@ impl Backend for CpuBench {
 }
 
 impl ZoBackend for CpuBench {
-    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) -> Result<()> {
         ZoBackend::begin_step(&mut self.inner, step, period_seed)
     }
 
@@ -162,9 +162,7 @@ impl BenchBackend for CpuBench {
             let x = vec![0.01f32; s.m * s.k];
             let w = vec![0.02f32; s.n * s.k];
             let t = best_of(2, || {
-                std::hint::black_box(crate::backend::cpu::gemm::matmul_wt(
-                    &x, &w, None, s.m, s.k, s.n,
-                ));
+                std::hint::black_box(crate::matmul::matmul_wt(&x, &w, None, s.m, s.k, s.n));
             });
             total += t.as_secs_f64() * s.count as f64;
         }

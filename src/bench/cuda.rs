@@ -26,27 +26,27 @@ pub fn probe() -> Result<String> {
 /// A CUDA bench backend for `spec` on device 0.
 pub fn open(spec: &BenchSpec) -> Result<Box<dyn BenchBackend>> {
     probe()?;
-    #[cfg(zo_kernels)]
+    #[cfg(feature = "cuda")]
     {
         Ok(Box::new(imp::CudaBench::new(spec)?))
     }
-    #[cfg(not(zo_kernels))]
+    #[cfg(not(feature = "cuda"))]
     {
         let _ = spec;
-        Err(Error::Unsupported("this build has no CUDA kernels".into()))
+        Err(Error::Unsupported("this build has no CUDA support".into()))
     }
 }
 
-#[cfg(zo_kernels)]
+#[cfg(feature = "cuda")]
 mod imp {
     use std::time::Instant;
 
-    use super::super::backend::{BenchBackend, BenchDType, BenchSpec, GemmShape, ScoreTiming};
-    use crate::backend::cuda::{self, CudaBackend, CudaOptions, DBuf, DType, Gemm, Init};
-    use crate::backend::{Backend, Scores};
+    use super::super::backend::{BenchBackend, BenchSpec, GemmShape, ScoreTiming};
+    use crate::backend::cuda::kernels::init::{init, Init};
+    use crate::backend::cuda::{self, CudaBackend, CudaOptions, DBuf, Target};
+    use crate::backend::{Backend, DType, Scores, ZoBackend};
     use crate::perturb::{Dist, StepRecord, UpdateConfig};
     use crate::plan::Plan;
-    use crate::zo::replay::ZoBackend;
     use crate::{Error, Result};
 
     /// Bytes of each of the two buffers the bandwidth copy moves between.
@@ -63,32 +63,21 @@ mod imp {
         name: String,
     }
 
-    fn dtype(d: BenchDType) -> DType {
-        match d {
-            BenchDType::F32 => DType::F32,
-            BenchDType::F16 => DType::F16,
-            BenchDType::Bf16 => DType::Bf16,
-        }
-    }
-
     impl CudaBench {
         pub fn new(spec: &BenchSpec) -> Result<CudaBench> {
             let t = &spec.train;
             let opts = CudaOptions {
-                ordinal: 0,
-                dtype: dtype(spec.dtype),
+                target: Target::Gpu(0),
+                dtype: spec.dtype,
                 directions: t.q,
             };
-            let (free, total) = cuda::CudaDevice::new(0)?
-                .context()
-                .mem_get_info()
-                .map_err(|e| Error::Cuda(format!("querying GPU memory: {e}")))?;
-            let need = spec.config.n_params() as f64 * spec.dtype.bytes() as f64;
+            let (free, total) = cuda::CudaDevice::new(0)?.memory()?;
+            let need = spec.config.n_params() as f64 * spec.dtype.size() as f64;
             if need > free as f64 {
                 return Err(Error::Unsupported(format!(
                     "this architecture's {} weights take {:.1} GiB but the GPU has {:.1} of \
                      {:.1} GiB free; pick a smaller --arch",
-                    spec.dtype.name(),
+                    spec.dtype.suffix(),
                     need / (1u64 << 30) as f64,
                     free as f64 / (1u64 << 30) as f64,
                     total as f64 / (1u64 << 30) as f64,
@@ -131,7 +120,7 @@ mod imp {
     }
 
     impl ZoBackend for CudaBench {
-        fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+        fn begin_step(&mut self, step: u64, period_seed: Option<u64>) -> Result<()> {
             ZoBackend::begin_step(&mut self.inner, step, period_seed)
         }
 
@@ -172,7 +161,6 @@ mod imp {
         fn compute_floor_s(&self, shapes: &[GemmShape]) -> Result<f64> {
             let dev = self.inner.device();
             let dt = self.inner.dtype();
-            let gemm = Gemm::new(dev.stream().clone())?;
             let mut total = 0.0;
             for (i, s) in shapes.iter().enumerate() {
                 if s.m == 0 || s.n == 0 || s.k == 0 || s.count == 0 {
@@ -189,7 +177,7 @@ mod imp {
                         role: j as u32,
                         std: 0.02,
                     };
-                    dev.init(b, 0, *rows, *cols, *cols, how)?;
+                    init(dev, b.view(), *rows, *cols, *cols, how)?;
                 }
                 let shape = cuda::GemmShape {
                     dtype: dt,
@@ -203,8 +191,7 @@ mod imp {
                     accumulate: false,
                     store_y: true,
                 };
-                // SAFETY: x holds m·k, w n·k and y m·n elements of the storage dtype.
-                let run = || unsafe { gemm.run(&shape, x.ptr(), w.ptr(), y.ptr(), None) };
+                let run = || cuda::linear(dev, &shape, x.view(), w.view(), y.view(), None);
                 run()?;
                 let reps = s.count.max(MIN_GEMM_REPS);
                 let once = self.time(reps, run)?;

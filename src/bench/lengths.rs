@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
+use crate::engine::seeds::batch_indices;
 use crate::plan::TokenizedExample;
 use crate::rng::Stream;
-use crate::zo::seeds::batch_indices;
 use crate::{Error, Result};
 
 /// RNG tensor id of the synthetic token ids (no model tensor uses it).

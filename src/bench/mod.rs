@@ -3,7 +3,7 @@
 //!
 //! A bench builds a backend with seeded random weights for an architecture ([`backend`]),
 //! runs `warmup` then `steps` real ZO steps through the training path (`begin_step`,
-//! [`crate::zo::estimator::estimate`], `update`) on synthetic token ids whose prompt lengths
+//! [`crate::engine::estimator::estimate`], `update`) on synthetic token ids whose prompt lengths
 //! come from the default task ([`lengths`]), and reports the step time with its split, the
 //! throughput, the FLOP rate ([`flops`]), the peak memory and the ratios to a compute floor
 //! (the step's GEMMs alone) and a memory floor (one read of every weight). See
@@ -19,18 +19,18 @@ mod report;
 use std::cell::Cell;
 use std::time::Instant;
 
-pub use backend::{BenchBackend, BenchDType, BenchDevice, BenchSpec, GemmShape, ScoreTiming};
+pub use backend::{BenchBackend, BenchDevice, BenchSpec, DType, GemmShape, ScoreTiming};
 pub use lengths::Lengths;
 pub use report::{BenchReport, Spread};
 
 use crate::backend::{Backend, Scores};
+use crate::engine::config::TrainConfig;
+use crate::engine::estimator::{estimate, variants};
+use crate::engine::replay::ZoBackend;
+use crate::engine::schedule::lr_at;
+use crate::engine::seeds::period_seed;
 use crate::perturb::{Dist, StepRecord, UpdateConfig};
 use crate::plan::{Plan, Variant};
-use crate::zo::config::TrainConfig;
-use crate::zo::estimator::{estimate, variants};
-use crate::zo::replay::ZoBackend;
-use crate::zo::schedule::lr_at;
-use crate::zo::seeds::period_seed;
 use crate::{Error, Result};
 
 /// Steps of the run the estimate in hours is for (MeZO's protocol).
@@ -88,7 +88,7 @@ impl Backend for Timed<'_> {
 }
 
 impl ZoBackend for Timed<'_> {
-    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
+    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) -> Result<()> {
         self.inner.begin_step(step, period_seed)
     }
 
@@ -158,7 +158,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         opts.arch,
         spec.config.n_params(),
         opts.device.name(),
-        spec.dtype.name()
+        spec.dtype.suffix()
     ));
     let t0 = Instant::now();
     let mut backend = backend::open(opts.device, spec)?;
@@ -191,7 +191,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         };
         timed.inner.synchronize()?;
         let start = Instant::now();
-        timed.begin_step(step, ps);
+        timed.begin_step(step, ps)?;
         timed.inner.synchronize()?;
         let begin = start.elapsed().as_secs_f64();
         let est = estimate(&mut timed, cfg, step, ps, lr_at(cfg, step), &batch)?;
@@ -246,7 +246,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         mean(rows_sum).round() as usize,
         passes,
     );
-    let weight_bytes = spec.config.n_params() * spec.dtype.bytes() as u64;
+    let weight_bytes = spec.config.n_params() * spec.dtype.size() as u64;
     if !opts.skip_floors {
         progress("measuring the compute floor (GEMMs of the step's shapes)");
         compute_floor_ms = Some(backend.compute_floor_s(&gemms)? * 1e3);
@@ -269,7 +269,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         linear_params: spec.config.token_linear_params(),
         device: opts.device.name().into(),
         device_name: backend.device_name(),
-        dtype: spec.dtype.name().into(),
+        dtype: spec.dtype.suffix().into(),
         family: cfg.family.name().into(),
         preset: cfg.preset.clone(),
         family_config: serde_json::to_value(&cfg.family).expect("family serializes"),

@@ -60,8 +60,9 @@ enum Cmd {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Where to run: cpu, cuda (GPU 0), or auto (GPU 0 when one is usable and the family
-    /// runs there, else the CPU).
+    /// Where to run: cpu, cuda (GPU 0), emu (the CUDA backend on its CPU emulation of a GPU:
+    /// the GPU's numerics without one, for tiny models), or auto (GPU 0 when one is usable
+    /// and the family runs there, else the CPU).
     #[arg(long, default_value = "auto")]
     device: String,
     /// GPU weight storage: bf16, f16 or f32 (arithmetic is fp32 in every case).
@@ -167,14 +168,14 @@ struct TrainArgs {
 }
 
 /// The preset with every given flag applied.
-fn train_config(a: &TrainArgs) -> zo::Result<zo::zo::TrainConfig> {
+fn train_config(a: &TrainArgs) -> zo::Result<zo::engine::TrainConfig> {
+    use zo::engine::config::{LrSchedule, Optimizer};
     use zo::perturb::FamilyConfig;
-    use zo::zo::config::{LrSchedule, Optimizer};
     // The preset's lr follows the model's size; a model directory that cannot be read is
     // reported by the run itself, with the paper's lr meanwhile.
     let mut c = match zo::model::ModelConfig::from_file(a.model.join("config.json")) {
-        Ok(m) => zo::zo::TrainConfig::preset_for(&a.preset, m.n_params())?,
-        Err(_) => zo::zo::TrainConfig::preset(&a.preset)?,
+        Ok(m) => zo::engine::TrainConfig::preset_for(&a.preset, m.n_params())?,
+        Err(_) => zo::engine::TrainConfig::preset(&a.preset)?,
     };
     if let Some(f) = &a.family {
         c.family = zo::perturb::family_from_name(f)?;
@@ -292,7 +293,7 @@ fn train(a: TrainArgs) -> zo::Result<()> {
     Ok(())
 }
 
-fn print_effective(cfg: &zo::zo::TrainConfig, run: &zo::train::DiskRun) {
+fn print_effective(cfg: &zo::engine::TrainConfig, run: &zo::train::DiskRun) {
     // The config is serialized on its own so its f32 fields print as written (0.001), not
     // as their f64 widening.
     let rest = serde_json::json!({
@@ -310,12 +311,12 @@ fn print_effective(cfg: &zo::zo::TrainConfig, run: &zo::train::DiskRun) {
 }
 
 /// `zo-run` alone: the built-in demonstration on the default model and task, sized for the
-/// device it finds (see [`zo::zo::TrainConfig::default_run`]).
+/// device it finds (see [`zo::engine::TrainConfig::default_run`]).
 fn default_run() -> zo::Result<()> {
-    let probe = zo::zo::TrainConfig::default_run(false);
+    let probe = zo::engine::TrainConfig::default_run(false);
     let device = zo::train::resolve_device(zo::train::Device::Auto, &probe, true)?;
     let on_gpu = matches!(device, zo::train::Device::Cuda(_));
-    let cfg = zo::zo::TrainConfig::default_run(on_gpu);
+    let cfg = zo::engine::TrainConfig::default_run(on_gpu);
     let run = zo::train::DiskRun {
         model: "assets/smollm2-135m".into(),
         data: "assets/data/sentiment".into(),
@@ -450,7 +451,7 @@ fn bench_preset(family: &str) -> zo::Result<&str> {
 }
 
 fn bench(a: BenchArgs) -> zo::Result<()> {
-    use zo::bench::{BenchDType, BenchDevice, BenchOptions, BenchSpec, Lengths};
+    use zo::bench::{BenchDevice, BenchOptions, BenchSpec, DType, Lengths};
     let (arch, config) = match (&a.arch, &a.config) {
         (_, Some(p)) => (
             p.display().to_string(),
@@ -462,7 +463,7 @@ fn bench(a: BenchArgs) -> zo::Result<()> {
             (name.to_string(), zo::model::ModelConfig::builtin(name)?)
         }
     };
-    let mut train = zo::zo::TrainConfig::preset(bench_preset(&a.family)?)?;
+    let mut train = zo::engine::TrainConfig::preset(bench_preset(&a.family)?)?;
     train.q = a.q;
     train.batch = a.batch;
     train.one_sided = a.one_sided;
@@ -491,9 +492,9 @@ fn bench(a: BenchArgs) -> zo::Result<()> {
         }
     };
     let dtype = match (&a.dtype, device) {
-        (Some(d), _) => BenchDType::parse(d)?,
-        (None, BenchDevice::Cuda) => BenchDType::Bf16,
-        (None, BenchDevice::Cpu) => BenchDType::F32,
+        (Some(d), _) => DType::parse(d)?,
+        (None, BenchDevice::Cuda) => DType::Bf16,
+        (None, BenchDevice::Cpu) => DType::F32,
     };
     let lengths = match a.seq_len {
         Some(n) => Lengths::Fixed(n),
@@ -598,11 +599,11 @@ fn run(cmd: Cmd) -> zo::Result<()> {
             dtype,
         } => {
             let state = if last {
-                zo::zo::export::ExportState::Last
+                zo::engine::export::ExportState::Last
             } else {
-                zo::zo::export::ExportState::Best
+                zo::engine::export::ExportState::Best
             };
-            let r = zo::zo::export::export(
+            let r = zo::engine::export::export(
                 &checkpoint,
                 &out_dir,
                 model.as_deref(),

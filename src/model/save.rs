@@ -11,8 +11,8 @@ use half::{bf16, f16};
 use safetensors::tensor::TensorView;
 
 use super::{Arch, Linear, Mlp, Model, Norm};
+use crate::engine::checkpoint::write_atomic;
 use crate::io::gguf::ImportDtype;
-use crate::zo::checkpoint::write_atomic;
 use crate::{Error, Result};
 
 /// Files copied verbatim from the source directory when present (config.json is rewritten).

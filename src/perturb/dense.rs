@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::step_rule::Moments;
 use super::{role, Dist, Family, FamilyConfig, Perturbation, Segment, StepRecord, UpdateConfig};
-use crate::backend::cpu::gemm::matmul_wt;
+use crate::matmul::matmul_wt;
 use crate::model::{Layer, Linear, Mlp, Model, Norm, NormSite, Param, Site, Slot};
 use crate::{Error, Result};
 

@@ -14,7 +14,7 @@
 //! | prefix  | prefix K/V of each layer | none: K/V + sεZ as attention reads them   |
 
 #[doc(hidden)]
-pub mod augment;
+pub mod adapter;
 pub mod dense;
 pub mod lora;
 pub mod lowrank;

@@ -9,31 +9,15 @@
 //! `Perturbation::linear` must match ref64 to f32 GEMM accuracy.
 #![allow(dead_code)]
 
+use zo::backend::DType;
 use zo::model::{Linear, Model, ModelConfig, Param, Site, Slot};
-use zo::perturb::augment::{self, AugFamily, AugSite};
+use zo::perturb::adapter::{self, AugFamily, AugSite};
 use zo::perturb::{
     role, Dist, Family, FamilyConfig, LowRankScale, Segment, StepRecord, UpdateConfig,
 };
 
-/// Storage precision of x' and W' (the CUDA `DType` without depending on the cuda feature).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prec {
-    F32,
-    Bf16,
-    F16,
-}
-
-impl Prec {
-    pub const ALL: [Prec; 3] = [Prec::F32, Prec::Bf16, Prec::F16];
-
-    pub fn round(self, x: f32) -> f32 {
-        match self {
-            Prec::F32 => x,
-            Prec::Bf16 => half::bf16::from_f32(x).to_f32(),
-            Prec::F16 => half::f16::from_f32(x).to_f32(),
-        }
-    }
-}
+/// Every storage type of x' and W'.
+pub const DTYPES: [DType; 3] = [DType::F32, DType::Bf16, DType::F16];
 
 /// Input width K (not a multiple of 8 or of the 128-column tile), and the model around it.
 pub const K: usize = 260;
@@ -173,9 +157,9 @@ pub fn case(
         family.update(&mut model, &rec, &ucfg).unwrap();
     }
     let st = family.state_tensors();
-    let seg_dir = augment::segment_directions(&segs, &dir_seeds).unwrap();
+    let seg_dir = adapter::segment_directions(&segs, &dir_seeds).unwrap();
     let g_count = slots.len();
-    let ld = augment::k_aug(K, rank, q, g_count);
+    let ld = adapter::k_aug(K, rank, q, g_count);
     let mut sites = Vec::new();
     let mut row0 = 0;
     for (g, &slot) in slots.iter().enumerate() {
@@ -266,16 +250,38 @@ pub fn cases(rows: usize) -> Vec<Case> {
     ]
 }
 
+/// What W' holds in sub-blocks a plan leaves to the previous one (exact in every type).
+pub const STALE: f32 = 0.375;
+
 impl Case {
+    /// The same case with segments for only the first `used` of the site's directions: the
+    /// weights stay laid out for all of them (a plan scoring fewer directions than the layout's
+    /// q), and the rows of the dropped directions are unperturbed.
+    pub fn naming_fewer_directions(mut self, used: usize) -> Case {
+        let q = self.dir_seeds.len();
+        assert!(0 < used && used < q, "{used} of {q} directions");
+        let keep: Vec<bool> = self.seg_dir.iter().map(|&d| (d as usize) < used).collect();
+        self.segs = self
+            .segs
+            .into_iter()
+            .zip(&keep)
+            .filter_map(|(s, &k)| k.then_some(s))
+            .collect();
+        self.dir_seeds.truncate(used);
+        self.seg_dir = adapter::segment_directions(&self.segs, &self.dir_seeds).unwrap();
+        self.name = format!("{}, segments naming {used} of {q} directions", self.name);
+        self
+    }
+
     /// The group's padding columns.
     pub fn padding(&self) -> std::ops::Range<usize> {
         let s = &self.sites[0].aug;
-        augment::padding(K, s.rank, s.dirs, self.sites.len())
+        adapter::padding(K, s.rank, s.dirs, self.sites.len())
     }
 
     /// x' before the shrinks: the activation rounded to T, NaN in every extra column (so a
     /// column the shrink fails to write poisons the product).
-    pub fn x_input(&self, prec: Prec) -> Vec<f32> {
+    pub fn x_input(&self, prec: DType) -> Vec<f32> {
         let mut xp = vec![f32::NAN; self.rows * self.ld];
         for t in 0..self.rows {
             for j in 0..K {
@@ -286,14 +292,20 @@ impl Case {
     }
 
     /// W' before the packs: the stacked weights rounded to T, zeros in the extra columns (as
-    /// the backend uploads it).
-    pub fn w_input(&self, prec: Prec) -> Vec<f32> {
+    /// the backend uploads it), except the sub-blocks of directions the segments do not name,
+    /// which hold [`STALE`] as left by an earlier plan of more directions: a pack must leave
+    /// them, and a shrink's zeros there keep them out of the product.
+    pub fn w_input(&self, prec: DType) -> Vec<f32> {
         let mut wp = vec![0.0f32; self.out_total * self.ld];
+        let used = self.dir_seeds.len();
         for s in &self.sites {
+            let (c0, r) = (s.aug.col0, s.aug.rank);
             for i in 0..s.lin.out_dim {
-                for j in 0..K {
-                    wp[(s.row0 + i) * self.ld + j] = prec.round(s.lin.w[i * K + j]);
+                let row = &mut wp[(s.row0 + i) * self.ld..][..self.ld];
+                for (x, &w) in row[..K].iter_mut().zip(&s.lin.w[i * K..(i + 1) * K]) {
+                    *x = prec.round(w);
                 }
+                row[c0 + (used + 1) * r..c0 + s.aug.width()].fill(prec.round(STALE));
             }
         }
         wp
@@ -301,12 +313,12 @@ impl Case {
 
     /// The sites with `scale_exp` chosen by the rule of csrc/params/adapter.h for f16 (0 for
     /// the others).
-    pub fn aug_sites(&self, prec: Prec) -> Vec<AugSite> {
+    pub fn aug_sites(&self, prec: DType) -> Vec<AugSite> {
         self.sites
             .iter()
             .map(|s| {
                 let mut a = s.aug;
-                if prec == Prec::F16 {
+                if prec == DType::F16 {
                     let smax = s.state.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                     let hmax = a.scale * (K as f32).sqrt();
                     if smax > 0.0 {
@@ -320,14 +332,14 @@ impl Case {
     }
 
     /// x' and W' from the CPU twin.
-    pub fn twin(&self, prec: Prec) -> (Vec<f32>, Vec<f32>) {
+    pub fn twin(&self, prec: DType) -> (Vec<f32>, Vec<f32>) {
         let mut xp = self.x_input(prec);
         let mut wp = self.w_input(prec);
         let sites = self.aug_sites(prec);
         let n = sites.len();
         for (g, (s, a)) in self.sites.iter().zip(&sites).enumerate() {
             let pad = if g + 1 == n { self.padding() } else { 0..0 };
-            augment::shrink(
+            adapter::shrink(
                 a,
                 self.rows,
                 &mut xp,
@@ -337,8 +349,13 @@ impl Case {
                 pad,
                 |v| prec.round(v),
             );
-            augment::pack(
-                a,
+            // The pack writes only the sub-blocks of the directions the segments name.
+            let named = AugSite {
+                dirs: self.dir_seeds.len(),
+                ..*a
+            };
+            adapter::pack(
+                &named,
                 s.lin.out_dim,
                 s.row0,
                 &mut wp,
@@ -351,7 +368,7 @@ impl Case {
     }
 
     /// Per site: (ref64, naive_T, family linear) outputs `[rows][out]`.
-    fn references(&self, s: &SiteCase, prec: Prec) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
+    fn references(&self, s: &SiteCase, prec: DType) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
         let (rows, out) = (self.rows, s.lin.out_dim);
         let a = &s.aug;
         let r = a.rank;
@@ -460,7 +477,7 @@ impl Case {
     }
 
     /// Checks `x'·W'ᵀ` (evaluated in fp64) against the family by the tolerance rule.
-    pub fn check_product(&self, xp: &[f32], wp: &[f32], prec: Prec, what: &str) {
+    pub fn check_product(&self, xp: &[f32], wp: &[f32], prec: DType, what: &str) {
         for s in &self.sites {
             let out = s.lin.out_dim;
             let (ref64, naive, cpu) = self.references(s, prec);

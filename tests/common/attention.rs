@@ -1,4 +1,4 @@
-//! Attention test batches shared by the GPU and the emulation tests: packed sequences over
+//! Attention test batches, run on every device of the kernel tests: packed sequences over
 //! paged K/V caches (shared prompt pages, sequences crossing pages, permuted page ids), a
 //! trainable prefix with +, − and base sequences, and the CPU references.
 //!
@@ -20,7 +20,8 @@ use zo::backend::cpu::attention::{
     causal_attention_with_prefix, AttnShape, LayerPrefixes, PrefixKv,
 };
 use zo::backend::cpu::ops;
-use zo::backend::launch::attention::{QkvLayout, PAGE};
+use zo::backend::cuda::kernels::attention::{QkvLayout, PAGE};
+use zo::backend::DType;
 use zo::model::{Model, ModelConfig};
 use zo::perturb::prefix::Prefix;
 use zo::perturb::{Dist, FamilyConfig, Segment};
@@ -99,27 +100,8 @@ pub struct Case {
     pub ref64: Vec<f64>,
 }
 
-/// Storage type of the attention output (the GPU's `DType`, which exists only with the `cuda`
-/// feature; the emulation tests run without it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Store {
-    F32,
-    Bf16,
-    F16,
-}
-
-impl Store {
-    pub const ALL: [Store; 3] = [Store::F32, Store::Bf16, Store::F16];
-
-    /// `x` rounded to this type and widened back.
-    pub fn round(self, x: f32) -> f32 {
-        match self {
-            Store::F32 => x,
-            Store::Bf16 => half::bf16::from_f32(x).to_f32(),
-            Store::F16 => half::f16::from_f32(x).to_f32(),
-        }
-    }
-}
+/// The storage types the attention output is checked in.
+pub const DTYPES: [DType; 3] = [DType::F32, DType::Bf16, DType::F16];
 
 struct Rng(u64);
 
@@ -451,7 +433,7 @@ fn attention_f64(
 impl Case {
     /// Checks an attention output `[T][heads·hd]` (widened to f32) against the references
     /// under the tolerance rule of this module; returns the largest |out − ref64|.
-    pub fn check_output(&self, out: &[f32], dtype: Store, what: &str) -> f64 {
+    pub fn check_output(&self, out: &[f32], dtype: DType, what: &str) -> f64 {
         assert_eq!(out.len(), self.ref64.len(), "{what}: output length");
         let width = self.spec.heads * self.spec.head_dim;
         // (error, element) of the worst element of the kernel and of the twin.

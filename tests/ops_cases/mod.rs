@@ -1,10 +1,10 @@
 //! Cases of the row-op and loss kernels (csrc/ops.cu, csrc/loss.cu) with their CPU twins and
-//! tolerance rules, shared by the GPU tests and the CPU-emulation tests: each case makes its
-//! inputs, and checks the outputs of whichever path ran the kernel.
+//! tolerance rules, shared by tests/kernels_ops.rs and tests/kernels_loss.rs: each case makes
+//! its inputs, and checks the outputs of whichever device ran the kernel.
 //!
 //! Rules:
-//! - elementwise ops whose fp32 operations are the twin's, one for one (embedding, ReLU,
-//!   residual/bias adds, conversions, gathers, fills, scales): bit for bit;
+//! - elementwise ops whose fp32 operations are the twin's, one for one (embedding, positions,
+//!   ReLU): bit for bit;
 //! - SiLU and GELU call expf/erff, which the GPU computes to within 2 ulp (and the host's libm
 //!   to within 1): |kernel − twin| ≤ 4·ε·|twin| (+ 2·ε·|x|·|up| for GELU, whose 1 + erf
 //!   cancels for negative x) + half an ulp of the storage type;
@@ -12,15 +12,12 @@
 //!   the whole output, max |kernel − ref64| ≤ 2·max |naive − ref64| + floor, where naive is a
 //!   same-precision implementation (sequential fp32 sums, fp32 scalars, outputs rounded to the
 //!   storage type) and floor = 8·ε_f32·max(1, max |ref64|);
-//! - the classification loss runs the twin's fp64 arithmetic: candidate scores bit for bit,
-//!   predictions exact, losses within 2 ulp (exp/log of fp64 differ by an ulp across libms);
 //! - columns past the width of a strided output, and rows not written, keep a sentinel.
 #![allow(dead_code)]
 
 use zo::backend::cpu::ops;
 use zo::backend::cuda::DType;
 use zo::model::{Activation, Norm, NormKind};
-use zo::plan::{classification_scores, ExampleGroup, Plan, Query};
 
 /// Byte pattern the outputs are filled with before a kernel runs.
 pub const SENTINEL: u8 = 0xa5;
@@ -103,29 +100,6 @@ pub fn check_untouched(what: &str, buf: &[u8], size: usize, width: usize, ld: us
 
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Distance in representable values of `dtype` between two values of that type.
-pub fn ulps(dtype: DType, a: f32, b: f32) -> u64 {
-    fn ordered(bits: u32, sign: u32) -> i64 {
-        if bits & sign != 0 {
-            -((bits & !sign) as i64)
-        } else {
-            bits as i64
-        }
-    }
-    let (a, b) = match dtype {
-        DType::F32 => (ordered(a.to_bits(), 1 << 31), ordered(b.to_bits(), 1 << 31)),
-        DType::Bf16 => (
-            ordered(half::bf16::from_f32(a).to_bits() as u32, 1 << 15),
-            ordered(half::bf16::from_f32(b).to_bits() as u32, 1 << 15),
-        ),
-        DType::F16 => (
-            ordered(half::f16::from_f32(a).to_bits() as u32, 1 << 15),
-            ordered(half::f16::from_f32(b).to_bits() as u32, 1 << 15),
-        ),
-    };
-    a.abs_diff(b)
 }
 
 /// Bit-for-bit equality (NaN equal to NaN), with the first difference in the message.
@@ -407,15 +381,12 @@ impl NormCase {
     }
 }
 
-/// The norm cases both paths run: every dtype, both kinds, odd widths, strided outputs,
-/// gathered rows and in place. `big` adds the wide rows (the GPU runs them; the emulation
-/// keeps to small ones).
-pub fn norm_cases(big: bool) -> Vec<NormCase> {
+/// The norm cases every device runs: every dtype, both kinds, odd widths, strided outputs,
+/// gathered rows and in place, from one-column rows to 8192-wide ones.
+pub fn norm_cases() -> Vec<NormCase> {
     let mut v = Vec::new();
     let mut widths = vec![(576, 3), (100, 5), (1, 4), (33, 2)];
-    if big {
-        widths.extend([(4096, 17), (768, 64), (8192, 3)]);
-    }
+    widths.extend([(4096, 17), (768, 64), (8192, 3)]);
     for (i, &t) in DTYPES.iter().enumerate() {
         for (j, &(w, rows)) in widths.iter().enumerate() {
             let seed = (i * 100 + j) as u64;
@@ -596,12 +567,10 @@ impl ActCase {
     }
 }
 
-pub fn act_cases(big: bool) -> Vec<ActCase> {
+pub fn act_cases() -> Vec<ActCase> {
     let mut v = Vec::new();
     let mut shapes = vec![(3, 576), (5, 100), (4, 1), (2, 37)];
-    if big {
-        shapes.extend([(9, 14336), (33, 3072)]);
-    }
+    shapes.extend([(9, 14336), (33, 3072)]);
     for (i, &t) in DTYPES.iter().enumerate() {
         for (j, &(rows, w)) in shapes.iter().enumerate() {
             let seed = (1000 + i * 100 + j * 10) as u64;
@@ -750,7 +719,7 @@ impl EmbedCase {
     }
 }
 
-pub fn embed_cases(big: bool) -> Vec<EmbedCase> {
+pub fn embed_cases() -> Vec<EmbedCase> {
     let mut v = Vec::new();
     for (i, &t) in DTYPES.iter().enumerate() {
         for (j, &(w, vocab, n)) in [(576, 50, 9), (100, 7, 5), (1, 3, 4), (37, 20, 2)]
@@ -759,9 +728,7 @@ pub fn embed_cases(big: bool) -> Vec<EmbedCase> {
         {
             v.push(EmbedCase::new((2000 + i * 10 + j) as u64, t, w, vocab, n));
         }
-        if big {
-            v.push(EmbedCase::new(2100 + i as u64, t, 4096, 300, 200));
-        }
+        v.push(EmbedCase::new(2100 + i as u64, t, 4096, 300, 200));
     }
     v
 }
@@ -860,7 +827,7 @@ impl LogprobCase {
     }
 }
 
-pub fn logprob_cases(big: bool) -> Vec<LogprobCase> {
+pub fn logprob_cases() -> Vec<LogprobCase> {
     let mut v = vec![
         LogprobCase::new(1, 5, 100, 100, 2.0),
         LogprobCase::new(2, 3, 7, 7, 1.0),
@@ -868,277 +835,11 @@ pub fn logprob_cases(big: bool) -> Vec<LogprobCase> {
         LogprobCase::new(4, 6, 999, 1001, 5.0),
         LogprobCase::new(5, 1, 50272, 50272, 3.0),
     ];
-    if big {
-        v.extend([
-            LogprobCase::new(6, 64, 50272, 50272, 3.0),
-            LogprobCase::new(7, 64, 49152, 49152, 8.0),
-            LogprobCase::new(8, 17, 50272, 50275, 3.0),
-            LogprobCase::new(9, 64, 32000, 32000, 1.0),
-        ]);
-    }
-    v
-}
-
-// ---------------------------------------------------------------------------------------------
-// Classification loss.
-
-/// A plan holding only what the loss reads (queries and example groups), with log-probs.
-#[derive(Debug, Clone)]
-pub struct ClassifyCase {
-    pub plan: Plan,
-    pub query_logprobs: Vec<f32>,
-}
-
-impl ClassifyCase {
-    /// `n_examples` examples of 1..=5 candidates of 1..=4 tokens; some ties.
-    pub fn new(seed: u64, n_examples: usize) -> ClassifyCase {
-        let mut plan = Plan::default();
-        let counts = indices(seed, n_examples, 5);
-        let lens = indices(seed ^ 1, 5 * n_examples, 4);
-        let golds = indices(seed ^ 2, n_examples, 1000);
-        let mut li = 0;
-        for (e, &n) in counts.iter().enumerate() {
-            let n = n as usize + 1;
-            let mut cands = Vec::new();
-            for _ in 0..n {
-                let len = lens[li] as usize + 1;
-                li += 1;
-                let q = plan.queries.len() as u32;
-                for _ in 0..len {
-                    plan.queries.push(Query {
-                        row: e as u32,
-                        token: 0,
-                    });
-                }
-                cands.push(q..q + len as u32);
-            }
-            plan.examples.push(ExampleGroup {
-                variant: 0,
-                candidates: cands,
-                gold: golds[e] % n as u32,
-            });
-        }
-        let mut lp: Vec<f32> = gaussian(seed, plan.queries.len(), 2.0)
-            .iter()
-            .map(|v| -v.abs() - 0.1)
-            .collect();
-        // Example 0: two candidates with equal scores (argmax ties go to the lower index).
-        if let Some(g) = plan.examples.first() {
-            if g.candidates.len() >= 2 {
-                let (a, b) = (g.candidates[0].clone(), g.candidates[1].clone());
-                let mean = -1.5f32;
-                for q in a.chain(b) {
-                    lp[q as usize] = mean;
-                }
-            }
-        }
-        ClassifyCase {
-            plan,
-            query_logprobs: lp,
-        }
-    }
-
-    /// Checks (loss, pred, candidate scores) of every example against the twin.
-    pub fn check(&self, what: &str, loss: &[f32], pred: &[u32], scores: &[f32]) {
-        let twin = classification_scores(&self.plan, &self.query_logprobs);
-        let mut c = 0;
-        for (e, t) in twin.iter().enumerate() {
-            let n = t.candidate_scores.len();
-            assert_bits(
-                &format!("{what}: example {e} candidate scores"),
-                &scores[c..c + n],
-                &t.candidate_scores,
-            );
-            c += n;
-            assert_eq!(pred[e] as usize, t.pred, "{what}: example {e} prediction");
-            assert!(
-                ulps(DType::F32, loss[e], t.loss) <= 2,
-                "{what}: example {e} loss: kernel {}, twin {}",
-                loss[e],
-                t.loss
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Elementwise row ops: add, bias add, conversions, gather, fill, scale.
-
-#[derive(Debug, Clone)]
-pub struct RowsCase {
-    pub dtype: DType,
-    pub rows: usize,
-    pub width: usize,
-    pub ld_src: usize,
-    pub ld_dst: usize,
-    /// `[src_rows][ld_src]` fp32 (for the gather, `src_rows` rows; else `rows`).
-    pub src: Vec<f32>,
-    pub src_rows: usize,
-    /// `[rows][ld_dst]` fp32 destination before the op: values in the columns, sentinels past.
-    pub dst: Vec<f32>,
-    /// `[width]`, rounded to the dtype.
-    pub bias: Vec<f32>,
-    /// Gather indices, one past the end.
-    pub idx: Vec<u32>,
-    pub value: f32,
-}
-
-impl RowsCase {
-    pub fn new(
-        seed: u64,
-        dtype: DType,
-        rows: usize,
-        width: usize,
-        extra_src: usize,
-        extra_dst: usize,
-    ) -> RowsCase {
-        let (ld_src, ld_dst) = (width + extra_src, width + extra_dst);
-        let src_rows = rows + 3;
-        let mut src = gaussian(seed, src_rows * ld_src, 10.0);
-        // Values that round differently in each type: halfway cases and out-of-range ones.
-        let specials = [
-            1.0 + 2f32.powi(-9),
-            65520.0,
-            -1e-8,
-            3.4e38,
-            f32::NAN,
-            -0.0,
-            1e-40,
-        ];
-        let n = src.len();
-        for (i, &v) in specials.iter().enumerate() {
-            if i < n {
-                src[(i * 13) % n] = v;
-            }
-        }
-        let mut dst = gaussian(seed ^ 1, rows * ld_dst, 4.0);
-        for (i, d) in dst.iter_mut().enumerate() {
-            if i % ld_dst >= width {
-                *d = sentinel_f32();
-            }
-        }
-        let mut idx = indices(seed ^ 2, rows, src_rows as u32);
-        if rows > 2 {
-            idx[rows - 2] = src_rows as u32;
-        }
-        RowsCase {
-            dtype,
-            rows,
-            width,
-            ld_src,
-            ld_dst,
-            src,
-            src_rows,
-            dst,
-            bias: round(dtype, &gaussian(seed ^ 3, width, 1.0)),
-            idx,
-            value: -0.4321,
-        }
-    }
-
-    fn map_dst(&self, f: impl Fn(usize, usize, f32) -> f32) -> Vec<f32> {
-        let mut d = self.dst.clone();
-        for r in 0..self.rows {
-            for c in 0..self.width {
-                let i = r * self.ld_dst + c;
-                d[i] = f(r, c, d[i]);
-            }
-        }
-        d
-    }
-
-    /// dst += src (twin: ops::add_in_place per row).
-    pub fn want_add(&self) -> Vec<f32> {
-        let mut d = self.dst.clone();
-        for r in 0..self.rows {
-            let s = &self.src[r * self.ld_src..][..self.width];
-            ops::add_in_place(&mut d[r * self.ld_dst..][..self.width], s);
-        }
-        d
-    }
-
-    pub fn want_bias(&self) -> Vec<f32> {
-        let mut d = self.dst.clone();
-        for r in 0..self.rows {
-            ops::add_in_place(&mut d[r * self.ld_dst..][..self.width], &self.bias);
-        }
-        d
-    }
-
-    pub fn want_scale(&self) -> Vec<f32> {
-        self.map_dst(|_, _, v| v * self.value)
-    }
-
-    pub fn want_gather(&self) -> Vec<f32> {
-        self.map_dst(|r, c, _| {
-            let i = self.idx[r] as usize;
-            if i < self.src_rows {
-                self.src[i * self.ld_src + c]
-            } else {
-                f32::NAN
-            }
-        })
-    }
-
-    /// Storage-type destination of sentinels.
-    pub fn dst_storage_init(&self) -> Vec<u8> {
-        vec![SENTINEL; self.rows * self.ld_dst * self.dtype.size()]
-    }
-
-    /// The storage-type destination after rounding src (columns < width), sentinels past.
-    pub fn want_to_storage(&self) -> Vec<u8> {
-        let t = self.dtype;
-        let mut out = self.dst_storage_init();
-        for r in 0..self.rows {
-            let e = encode(t, &self.src[r * self.ld_src..][..self.width]);
-            out[r * self.ld_dst * t.size()..][..e.len()].copy_from_slice(&e);
-        }
-        out
-    }
-
-    pub fn want_fill(&self) -> Vec<u8> {
-        let t = self.dtype;
-        let mut out = self.dst_storage_init();
-        let e = encode(t, &vec![self.value; self.width]);
-        for r in 0..self.rows {
-            out[r * self.ld_dst * t.size()..][..e.len()].copy_from_slice(&e);
-        }
-        out
-    }
-
-    /// src stored in the dtype (`[rows][ld_src]`) and its widening into dst.
-    pub fn src_storage(&self) -> Vec<u8> {
-        encode(self.dtype, &self.src[..self.rows * self.ld_src])
-    }
-
-    pub fn want_from_storage(&self) -> Vec<f32> {
-        let stored = round(self.dtype, &self.src);
-        self.map_dst(|r, c, _| stored[r * self.ld_src + c])
-    }
-}
-
-pub fn rows_cases() -> Vec<RowsCase> {
-    let mut v = Vec::new();
-    for (i, &t) in DTYPES.iter().enumerate() {
-        for (j, &(rows, w, es, ed)) in [
-            (3, 576, 0, 0),
-            (5, 100, 4, 9),
-            (4, 1, 0, 3),
-            (2, 37, 1, 0),
-            (7, 300, 2, 2),
-        ]
-        .iter()
-        .enumerate()
-        {
-            v.push(RowsCase::new(
-                (3000 + i * 10 + j) as u64,
-                t,
-                rows,
-                w,
-                es,
-                ed,
-            ));
-        }
-    }
+    v.extend([
+        LogprobCase::new(6, 64, 50272, 50272, 3.0),
+        LogprobCase::new(7, 64, 49152, 49152, 8.0),
+        LogprobCase::new(8, 17, 50272, 50275, 3.0),
+        LogprobCase::new(9, 64, 32000, 32000, 1.0),
+    ]);
     v
 }

@@ -1,32 +1,32 @@
 //! The CUDA backend: the model's weights and the family's trained state on one GPU, a
 //! forward pass over a [`Plan`] that never builds a ±ε weight copy, and the seeded updates.
 //!
-//! Families on the GPU: none (evaluation), lowrank (LoZO, LoZO-M) and lora (MeZO-LoRA) through
-//! the K-augmented GEMMs (see `weights.rs`), and dense through in-place seeded perturbation
-//! (MeZO's +ε, −2ε, +ε) with the dense update. prefix has its kernels (attention.cu) but is not
-//! wired into this backend yet and is refused with a clear error, as is dense with fused
-//! variants.
+//! Families on the GPU (decided by [`crate::backend::gpu_support::refusal`]): none
+//! (evaluation), lowrank (LoZO, LoZO-M) and lora (MeZO-LoRA) through the K-augmented GEMMs (see
+//! `weights.rs` and [`GpuAdapterFamily`]), and dense through in-place seeded perturbation
+//! (MeZO's +ε, −2ε, +ε) with the dense update. The device is a GPU or its CPU emulation
+//! ([`Target`]); the code is the same.
 
 use std::sync::{Arc, Mutex};
 
-use super::device::CudaDevice;
+use super::adapter_sites::GpuAdapterFamily;
+use super::device::{CudaDevice, Target};
 use super::forward::{Forward, Workspace};
 use super::lora::GpuLora;
 use super::lowrank::GpuLowRank;
 use super::weights::{AugSpec, DeviceModel, Source};
-use super::{DType, Gemm};
-use crate::backend::{Backend, Scores};
+use super::DType;
+use crate::backend::{Backend, Scores, ZoBackend};
 use crate::model::{Model, ModelConfig};
 use crate::perturb::{Dist, FamilyConfig, StepRecord, UpdateConfig};
 use crate::plan::Plan;
-use crate::zo::replay::ZoBackend;
 use crate::{Error, Result};
 
 /// The family state the GPU holds.
 pub(crate) enum GpuFamily {
     None,
-    LowRank(Box<GpuLowRank>),
-    Lora(Box<GpuLora>),
+    /// lowrank or lora: rides the K-augmented GEMMs.
+    Adapter(Box<dyn GpuAdapterFamily>),
     /// In-place MeZO: θ itself is perturbed and updated.
     Dense {
         dist: Dist,
@@ -35,7 +35,6 @@ pub(crate) enum GpuFamily {
 
 pub struct CudaBackend {
     pub(crate) dev: Arc<CudaDevice>,
-    pub(crate) gemm: Gemm,
     pub(crate) model: DeviceModel,
     pub(crate) family: GpuFamily,
     pub(crate) inv_freq: Vec<f32>,
@@ -47,14 +46,14 @@ pub type StateTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 
 /// What to build a CUDA backend from.
 pub struct CudaOptions {
-    pub ordinal: usize,
+    pub target: Target,
     pub dtype: DType,
     /// Directions per step the weights leave room for (the estimator's q).
     pub directions: usize,
 }
 
 impl CudaBackend {
-    /// The base model on GPU `opts.ordinal`, with `family` (None: evaluation only). Trained
+    /// The base model on the device `opts.target`, with `family` (None: evaluation only). Trained
     /// state that starts random (LoRA A) is drawn from run seed 0, `TrainConfig`'s default;
     /// [`CudaBackend::new_seeded`] takes the seed.
     pub fn new(
@@ -95,23 +94,19 @@ impl CudaBackend {
         family_seed: u64,
         opts: &CudaOptions,
     ) -> Result<CudaBackend> {
-        if config.arch == crate::model::Arch::Opt
-            && (config.embed_dim != config.hidden_size || !config.pre_norm)
-        {
-            return Err(Error::Unsupported(
-                "the CUDA backend runs pre-LN OPT without project_in/out (every OPT size but \
-                 350m); use --device cpu for this model"
-                    .into(),
-            ));
-        }
         // Checked before anything is allocated on the device.
+        if let Some(why) =
+            crate::backend::gpu_support::refusal(family.map(|f| f.0), true, Some(config))
+        {
+            return Err(Error::Unsupported(format!("{why}; use --device cpu")));
+        }
         let lora_targets = match family {
             Some((cfg @ FamilyConfig::Lora { .. }, _)) => {
                 Some(super::lora::lora_targets(cfg, config.arch)?.2)
             }
             _ => None,
         };
-        let dev = Arc::new(CudaDevice::new(opts.ordinal)?);
+        let dev = Arc::new(CudaDevice::open(opts.target)?);
         let aug = match family {
             Some((FamilyConfig::LowRank { rank, .. } | FamilyConfig::Lora { rank, .. }, _)) => {
                 AugSpec {
@@ -133,37 +128,29 @@ impl CudaBackend {
         let family = match family {
             None => GpuFamily::None,
             Some((cfg @ FamilyConfig::LowRank { .. }, dist)) => {
-                GpuFamily::LowRank(Box::new(GpuLowRank::new(&dev, &model, cfg, dist)?))
+                GpuFamily::Adapter(Box::new(GpuLowRank::new(&dev, &model, cfg, dist)?))
             }
-            Some((cfg @ FamilyConfig::Lora { .. }, dist)) => GpuFamily::Lora(Box::new(
+            Some((cfg @ FamilyConfig::Lora { .. }, dist)) => GpuFamily::Adapter(Box::new(
                 GpuLora::new(&dev, &model, cfg, dist, family_seed)?,
             )),
-            Some((FamilyConfig::Dense { in_place: true }, dist)) => GpuFamily::Dense { dist },
-            Some((other, _)) => {
+            Some((FamilyConfig::Dense { .. }, dist)) => GpuFamily::Dense { dist },
+            Some((other @ FamilyConfig::Prefix { .. }, _)) => {
                 return Err(Error::Unsupported(format!(
-                    "the {} family {} is not available on the CUDA backend yet; use --device \
-                     cpu, or the lowrank or lora family or in-place dense MeZO on the GPU",
-                    other.name(),
-                    if matches!(other, FamilyConfig::Dense { .. }) {
-                        "with fused variants"
-                    } else {
-                        ""
-                    }
+                    "the {} family on the CUDA backend",
+                    other.name()
                 )))
             }
         };
         let inv_freq = match config.arch {
-            crate::model::Arch::Llama => crate::backend::cpu::rope_inv_freq(
+            crate::model::Arch::Llama => crate::backend::rope::rope_inv_freq(
                 config.head_dim,
                 config.rope_theta,
                 config.rope_scaling.as_ref(),
             ),
             crate::model::Arch::Opt => Vec::new(),
         };
-        let gemm = Gemm::new(dev.stream().clone())?;
         Ok(CudaBackend {
             dev,
-            gemm,
             model,
             family,
             inv_freq,
@@ -183,18 +170,14 @@ impl CudaBackend {
     pub fn weight_bytes(&self) -> usize {
         self.model.bytes()
             + match &self.family {
-                GpuFamily::LowRank(l) => l.bytes(),
-                GpuFamily::Lora(l) => l.bytes(),
+                GpuFamily::Adapter(f) => f.bytes(),
                 _ => 0,
             }
     }
 
     /// Waits for every queued kernel (benchmarks time whole steps).
     pub fn synchronize(&self) -> Result<()> {
-        self.dev
-            .stream()
-            .synchronize()
-            .map_err(super::device::cuda_err("synchronising the stream"))
+        self.dev.synchronize()
     }
 
     /// Full-vocabulary log-probs are not needed by training; scoring goes through
@@ -217,11 +200,8 @@ impl CudaBackend {
     /// bit for bit). Empty for no family and in-place dense, whose state is the weights.
     pub fn family_state(&self) -> Result<StateTensors> {
         match &self.family {
-            GpuFamily::Lora(l) => l.state_tensors(&self.dev),
+            GpuFamily::Adapter(f) => f.state_tensors(&self.dev),
             GpuFamily::None | GpuFamily::Dense { .. } => Ok(Vec::new()),
-            GpuFamily::LowRank(_) => Err(Error::Unsupported(
-                "reading the low-rank state back from the GPU".into(),
-            )),
         }
     }
 
@@ -237,7 +217,7 @@ impl Backend for CudaBackend {
     }
 
     fn score(&self, plan: &Plan) -> Result<Scores> {
-        crate::backend::cpu::validate_plan_for(plan, &self.model.config)?;
+        crate::backend::validate::plan_for_config(plan, &self.model.config)?;
         let mut ws = self
             .ws
             .lock()
@@ -251,17 +231,15 @@ impl Backend for CudaBackend {
 }
 
 impl ZoBackend for CudaBackend {
-    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) {
-        // lora, like its host family, has nothing to do at a step's start.
-        if let GpuFamily::LowRank(l) = &mut self.family {
-            // The trait has no error channel here; a failure shows at the next score.
-            let (dev, model) = (&self.dev, &mut self.model);
-            let r = super::profile::region(dev, "begin_step", || {
-                l.begin_step(dev, model, step, period_seed)
-            });
-            if let Err(e) = r {
-                l.poison(e);
+    fn begin_step(&mut self, step: u64, period_seed: Option<u64>) -> Result<()> {
+        match &mut self.family {
+            GpuFamily::Adapter(f) => {
+                let (dev, model) = (&self.dev, &mut self.model);
+                super::profile::region(dev, "begin_step", || {
+                    f.begin_step(dev, model, step, period_seed)
+                })
             }
+            GpuFamily::None | GpuFamily::Dense { .. } => Ok(()),
         }
     }
 
@@ -286,8 +264,7 @@ impl CudaBackend {
             )));
         }
         match &mut self.family {
-            GpuFamily::LowRank(l) => l.update(&self.dev, rec, cfg),
-            GpuFamily::Lora(l) => l.update(&self.dev, rec, cfg),
+            GpuFamily::Adapter(f) => f.update(&self.dev, rec, cfg),
             GpuFamily::Dense { dist } => {
                 super::dense::update(&self.dev, &self.model, *dist, rec, cfg)
             }

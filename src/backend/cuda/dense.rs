@@ -4,14 +4,14 @@
 
 use super::buffer::DBuf;
 use super::device::CudaDevice;
-use super::params::*;
+use super::kernels::update::{seeded_axpy, Strided, UpdateDirs};
 use super::weights::DeviceModel;
 use crate::model::{NormSite, Param};
 use crate::perturb::{role, Dist, StepRecord, UpdateConfig};
 use crate::Result;
 
 /// One tensor: buffer, first element, rows × cols with row stride ld, its id, decayed or not.
-struct View<'a> {
+struct Tensor<'a> {
     buf: &'a DBuf,
     offset: usize,
     rows: usize,
@@ -21,11 +21,11 @@ struct View<'a> {
     decay: bool,
 }
 
-fn views(m: &DeviceModel) -> Vec<View<'_>> {
+fn tensors(m: &DeviceModel) -> Vec<Tensor<'_>> {
     let c = &m.config;
     let mut out = Vec::new();
-    fn plain(buf: &DBuf, rows: usize, cols: usize, param: Param, decay: bool) -> View<'_> {
-        View {
+    fn plain(buf: &DBuf, rows: usize, cols: usize, param: Param, decay: bool) -> Tensor<'_> {
+        Tensor {
             buf,
             offset: 0,
             rows,
@@ -90,7 +90,7 @@ fn views(m: &DeviceModel) -> Vec<View<'_>> {
     for g in m.groups() {
         let mut row = 0;
         for (&site, &o) in g.sites.iter().zip(&g.outs) {
-            out.push(View {
+            out.push(Tensor {
                 buf: &g.w,
                 offset: row * g.ld,
                 rows: o,
@@ -100,7 +100,7 @@ fn views(m: &DeviceModel) -> Vec<View<'_>> {
                 decay: true,
             });
             if let Some(b) = &g.bias {
-                out.push(View {
+                out.push(Tensor {
                     buf: b,
                     offset: row,
                     rows: 1,
@@ -116,48 +116,34 @@ fn views(m: &DeviceModel) -> Vec<View<'_>> {
     out
 }
 
+/// The seeded axpy of `dirs` over every parameter, decaying those that decay by `decay`.
 fn axpy(
     dev: &CudaDevice,
     m: &DeviceModel,
     dist: Dist,
-    dirs: &DBuf,
-    n_dirs: usize,
-    neg_decay: Option<f32>,
+    dirs: &UpdateDirs,
+    decay: Option<f32>,
 ) -> Result<()> {
-    for v in views(m) {
-        let p = ZoAxpyParams {
-            rows: v.rows as u64,
-            cols: v.cols as u64,
-            ld: v.ld as u64,
-            tensor: v.param.tensor_id(),
-            role: role::DENSE,
-            dist: match dist {
-                Dist::Gaussian => ZO_DIST_GAUSSIAN,
-                Dist::Rademacher => ZO_DIST_RADEMACHER,
-            },
-            dirs: n_dirs as u32,
-            decay: (v.decay && neg_decay.is_some()) as u32,
-            neg_decay: neg_decay.unwrap_or(0.0),
+    for t in tensors(m) {
+        let shape = Strided {
+            rows: t.rows,
+            cols: t.cols,
+            ld: t.ld,
         };
-        let (grid, block, _) = super::update::axpy_launch_config(v.rows * v.cols);
-        let name = super::forward::kernel_name("zo_seeded_axpy", v.buf.dtype);
-        // SAFETY: the view lies inside its buffer (rows·ld from offset); dirs holds n_dirs.
-        unsafe {
-            dev.launch_raw(name, grid, block, 0, &p, &[v.buf.at(v.offset), dirs.ptr()])?;
-        }
+        let end = t.offset + t.rows.saturating_sub(1) * t.ld + t.cols;
+        seeded_axpy(
+            dev,
+            t.buf.slice(t.offset..end),
+            shape,
+            t.param.tensor_id(),
+            role::DENSE,
+            dist,
+            dirs,
+            decay.filter(|_| t.decay),
+        )?;
     }
-    dev.stream()
-        .synchronize()
-        .map_err(super::device::cuda_err("dense seeded update"))
-}
-
-/// `ZoUpdateDir` words (seed lo, seed hi, coefficient bits, 0) per direction.
-pub(super) fn dir_words(seeds: &[u64], coefs: &[f32]) -> Vec<u32> {
-    seeds
-        .iter()
-        .zip(coefs)
-        .flat_map(|(&s, &c)| [s as u32, (s >> 32) as u32, c.to_bits(), 0])
-        .collect()
+    // The dirs buffer must outlive the launches.
+    dev.synchronize()
 }
 
 /// θ ← fma(scale, Z(seed), θ) over every parameter.
@@ -168,8 +154,8 @@ pub(crate) fn perturb_in_place(
     scale: f32,
     dist: Dist,
 ) -> Result<()> {
-    let dirs = DBuf::from_words(dev, &dir_words(&[seed], &[scale]))?;
-    axpy(dev, m, dist, &dirs, 1, None)
+    let dirs = UpdateDirs::upload(dev, &[(seed, scale)])?;
+    axpy(dev, m, dist, &dirs, None)
 }
 
 /// The dense update of one record (weight decay first on weights and embeddings).
@@ -181,7 +167,6 @@ pub(crate) fn update(
     cfg: &UpdateConfig,
 ) -> Result<()> {
     let u = crate::perturb::dense::update_terms("dense", rec, cfg, dist)?;
-    let (seeds, coefs): (Vec<u64>, Vec<f32>) = u.terms.iter().copied().unzip();
-    let dirs = DBuf::from_words(dev, &dir_words(&seeds, &coefs))?;
-    axpy(dev, m, dist, &dirs, seeds.len(), u.decay.map(|d| -d))
+    let dirs = UpdateDirs::upload(dev, &u.terms)?;
+    axpy(dev, m, dist, &dirs, u.decay)
 }

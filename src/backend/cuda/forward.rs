@@ -1,18 +1,24 @@
-//! One forward pass of a plan on the GPU: embeddings → layers → final norm at the scoring
-//! rows → head → candidate log-probs. Every Linear is one cuBLASLt GEMM on a K-augmented
-//! input (the family's shrink fills the extra columns), attention reads a paged fp32 KV
-//! cache, and only the query log-probs come back to the host, where MeZO's classification
-//! loss is formed exactly as on the CPU.
+//! One forward pass of a plan on the device: embeddings → layers → final norm at the scoring
+//! rows → head → candidate log-probs. Every Linear is one GEMM on a K-augmented input (the
+//! adapter family's shrink fills the extra columns), attention reads a paged fp32 KV cache,
+//! and only the query log-probs come back to the host, where MeZO's classification loss is
+//! formed exactly as on the CPU. Every kernel goes through its family's checked launcher.
 
 use super::backend::{CudaBackend, GpuFamily};
-use super::buffer::DBuf;
-use super::params::*;
+use super::buffer::{DBuf, View};
+use super::gemm::{linear, GemmShape};
+use super::kernels::adapter::DeviceSegments;
+use super::kernels::attention::{
+    attention_prefill, kv_write, rope_in_place, PrefillAttention, QkvLayout, SeqTables, PAGE,
+};
+use super::kernels::loss::{candidate_logprobs, Logits};
+use super::kernels::ops::{self, NormWeights, Positions, RowShape, Table};
 use super::profile::region;
 use super::weights::{DMlp, DNorm, GroupLinear};
-use super::{DType, GemmShape};
+use super::DType;
 use crate::backend::device_plan::DevicePlan;
 use crate::backend::Scores;
-use crate::model::{Activation, Arch, NormKind};
+use crate::model::Arch;
 use crate::plan::{classification_scores, Plan};
 use crate::{Error, Result};
 
@@ -20,27 +26,38 @@ use crate::{Error, Result};
 /// bucket, not per step).
 #[derive(Default)]
 pub struct Workspace {
-    tokens: usize,
-    rows: usize,
-    bufs: Vec<(String, DBuf)>,
+    bufs: Vec<(&'static str, DBuf)>,
 }
 
 impl Workspace {
-    /// The buffer `name` with room for `len` elements of `dtype`, (re)allocated when smaller.
-    fn get(&mut self, b: &CudaBackend, name: &str, dtype: DType, len: usize) -> Result<&DBuf> {
-        let i = match self.bufs.iter().position(|(n, _)| n == name) {
-            Some(i) if self.bufs[i].1.len >= len && self.bufs[i].1.dtype == dtype => i,
-            Some(i) => {
-                self.bufs[i].1 = DBuf::zeros(&b.dev, dtype, len.next_multiple_of(4096))?;
-                i
-            }
+    /// Makes room for `len` elements of `dtype` in buffer `name` ((re)allocated when smaller).
+    fn ensure(
+        &mut self,
+        b: &CudaBackend,
+        name: &'static str,
+        dtype: DType,
+        len: usize,
+    ) -> Result<()> {
+        let fits = |d: &DBuf| d.len >= len && d.dtype == dtype;
+        match self.bufs.iter().position(|(n, _)| *n == name) {
+            Some(i) if fits(&self.bufs[i].1) => {}
+            Some(i) => self.bufs[i].1 = DBuf::zeros(&b.dev, dtype, len.next_multiple_of(4096))?,
             None => {
                 let d = DBuf::zeros(&b.dev, dtype, len.next_multiple_of(4096))?;
-                self.bufs.push((name.to_string(), d));
-                self.bufs.len() - 1
+                self.bufs.push((name, d));
             }
-        };
-        Ok(&self.bufs[i].1)
+        }
+        Ok(())
+    }
+
+    /// The first `len` elements of buffer `name` (made room for by [`Workspace::ensure`]).
+    fn view(&self, name: &str, len: usize) -> View<'_> {
+        let (_, d) = self
+            .bufs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("workspace buffer ensured before use");
+        d.slice(0..len)
     }
 
     /// Peak bytes held by the workspace.
@@ -54,201 +71,224 @@ pub(crate) struct Forward<'a> {
     pub ws: &'a mut Workspace,
 }
 
-/// Device addresses of one plan's arrays.
+/// One plan's arrays on the device.
 struct PlanBufs {
-    _keep: Vec<DBuf>,
-    tokens: u64,
-    positions: u64,
-    cu_seqlens: u64,
-    ctx_lens: u64,
-    block_tables: u64,
-    slots: u64,
-    segs: u64,
-    seg_dir: u64,
-    cos: u64,
-    sin: u64,
-    scoring_rows: u64,
+    tokens: DBuf,
+    positions: DBuf,
+    cu_seqlens: DBuf,
+    ctx_lens: DBuf,
+    block_tables: DBuf,
+    slots: DBuf,
+    cos: DBuf,
+    sin: DBuf,
+    scoring_rows: DBuf,
     /// (index into the scoring rows, token) per query.
-    query_row: u64,
+    queries: DBuf,
+    segs: DeviceSegments,
 }
 
-fn act_code(a: Activation) -> Result<u32> {
-    Ok(match a {
-        Activation::Silu => ZO_ACT_SILU,
-        Activation::Relu => ZO_ACT_RELU,
-        Activation::Gelu => ZO_ACT_GELU,
-    })
+/// The sizes of every activation buffer of one plan.
+struct Sizes {
+    t: usize,
+    rows: usize,
+    slots: usize,
+    queries: usize,
 }
 
 impl Forward<'_> {
-    fn k(&self, base: &'static str) -> &'static str {
-        kernel_name(base, self.b.model.dtype)
-    }
-
     fn upload(&self, dp: &DevicePlan) -> Result<PlanBufs> {
         let dev = &self.b.dev;
         let words = |v: &[u32]| DBuf::from_words(dev, if v.is_empty() { &[0u32] } else { v });
-        let segs: Vec<ZoSegment> = dp.segments.iter().map(ZoSegment::from).collect();
-        let seg_words: Vec<u32> = segs
-            .iter()
-            .flat_map(|s| {
-                [
-                    s.row_start,
-                    s.row_end,
-                    s.seed_lo,
-                    s.seed_hi,
-                    s.scale.to_bits(),
-                    s.reserved,
-                ]
-            })
-            .collect();
         let (cos, sin) = if self.b.inv_freq.is_empty() {
             (vec![0.0f32], vec![0.0f32])
         } else {
-            crate::backend::cpu::rope_tables(&dp.positions, &self.b.inv_freq)
+            crate::backend::rope::rope_tables(&dp.positions, &self.b.inv_freq)
         };
-        let keep = vec![
-            words(&dp.tokens)?,
-            words(&dp.positions)?,
-            words(&dp.cu_seqlens)?,
-            words(&dp.ctx_lens)?,
-            words(&dp.block_tables)?,
-            words(&dp.slot_mapping)?,
-            words(&seg_words)?,
-            words(&dp.segment_direction)?,
-            DBuf::from_words(dev, &cos)?,
-            DBuf::from_words(dev, &sin)?,
-            words(&dp.scoring_rows)?,
-            words(
-                &dp.query_row
-                    .iter()
-                    .zip(&dp.query_token)
-                    .flat_map(|(&r, &t)| [r, t])
-                    .collect::<Vec<u32>>(),
-            )?,
-        ];
-        let p = |i: usize| keep[i].ptr();
+        let queries: Vec<u32> = dp
+            .query_row
+            .iter()
+            .zip(&dp.query_token)
+            .flat_map(|(&r, &t)| [r, t])
+            .collect();
         Ok(PlanBufs {
-            tokens: p(0),
-            positions: p(1),
-            cu_seqlens: p(2),
-            ctx_lens: p(3),
-            block_tables: p(4),
-            slots: p(5),
-            segs: p(6),
-            seg_dir: p(7),
-            cos: p(8),
-            sin: p(9),
-            scoring_rows: p(10),
-            query_row: p(11),
-            _keep: keep,
+            tokens: words(&dp.tokens)?,
+            positions: words(&dp.positions)?,
+            cu_seqlens: words(&dp.cu_seqlens)?,
+            ctx_lens: words(&dp.ctx_lens)?,
+            block_tables: words(&dp.block_tables)?,
+            slots: words(&dp.slot_mapping)?,
+            cos: DBuf::from_words(dev, &cos)?,
+            sin: DBuf::from_words(dev, &sin)?,
+            scoring_rows: words(&dp.scoring_rows)?,
+            queries: words(&queries)?,
+            segs: DeviceSegments::upload(dev, &dp.segments, &dp.direction_seeds)?,
         })
     }
 
-    pub fn score(self, plan: &Plan) -> Result<Scores> {
+    /// Makes room for every buffer the forward of a plan of these sizes writes.
+    fn reserve(&mut self, s: &Sizes) -> Result<()> {
         let b = self.b;
         let c = &b.model.config;
-        let dp = region(&b.dev, "device_plan", || DevicePlan::new(plan))?;
+        let dt = b.model.dtype;
+        let kvd = c.num_kv_heads * c.head_dim;
+        let mut need: Vec<(&'static str, DType, usize)> = vec![
+            ("x", DType::F32, s.t * c.hidden_size),
+            ("k_cache", DType::F32, s.slots * kvd),
+            ("v_cache", DType::F32, s.slots * kvd),
+            ("hf", dt, s.rows * c.embed_dim.next_multiple_of(8)),
+            ("logits", DType::F32, s.rows * c.vocab_size),
+            ("qlp", DType::F32, s.queries.max(1)),
+        ];
+        for l in &b.model.layers {
+            let (first, second) = mlp_pair(&l.mlp);
+            need.extend([
+                ("xa", dt, s.t * l.qkv.ld),
+                ("qkv", DType::F32, s.t * l.qkv.out),
+                ("ao", dt, s.t * l.o.ld),
+                ("xm", dt, s.t * first.ld),
+                ("mid", DType::F32, s.t * first.out),
+                ("am", dt, s.t * second.ld),
+            ]);
+        }
+        for (name, dtype, len) in need {
+            self.ws.ensure(b, name, dtype, len)?;
+        }
+        Ok(())
+    }
+
+    pub fn score(mut self, plan: &Plan) -> Result<Scores> {
+        let b = self.b;
+        let c = &b.model.config;
+        let dev = &*b.dev;
+        let dp = region(dev, "device_plan", || DevicePlan::new(plan))?;
         if dp.scoring_rows.is_empty() {
             return Ok(Scores {
                 query_logprobs: Vec::new(),
                 examples: Vec::new(),
             });
         }
-        match &b.family {
-            GpuFamily::LowRank(l) => l.check_plan(&dp)?,
-            // The direction count is checked against the layout when packing.
-            GpuFamily::Lora(_) => {}
-            GpuFamily::None | GpuFamily::Dense { .. } if !dp.segments.is_empty() => {
-                return Err(Error::Unsupported(
-                    "this CUDA backend's family scores no perturbed variants (dense MeZO runs \
-                     in place on the GPU)"
-                        .into(),
-                ));
-            }
-            GpuFamily::None | GpuFamily::Dense { .. } => {}
+        if matches!(b.family, GpuFamily::None | GpuFamily::Dense { .. }) && !dp.segments.is_empty()
+        {
+            return Err(Error::Unsupported(
+                "this CUDA backend's family scores no perturbed variants (dense MeZO runs in \
+                 place on the GPU)"
+                    .into(),
+            ));
         }
+        let final_norm = b.model.final_norm.as_ref().ok_or_else(|| {
+            Error::Unsupported("models without a final norm on the CUDA backend".into())
+        })?;
         let t = dp.n_tokens;
-        let pb = region(&b.dev, "upload", || self.upload(&dp))?;
-        self.ws.tokens = self.ws.tokens.max(t);
-        self.ws.rows = self.ws.rows.max(dp.scoring_rows.len());
-        match &b.family {
-            GpuFamily::LowRank(l) => region(&b.dev, "pack", || l.pack(&b.dev, &b.model, &dp))?,
-            GpuFamily::Lora(l) => region(&b.dev, "pack", || l.pack(&b.dev, &b.model, &dp))?,
-            GpuFamily::None | GpuFamily::Dense { .. } => {}
+        let r = dp.scoring_rows.len();
+        let nq = dp.query_token.len();
+        let slots = dp.n_pages * PAGE;
+        let pb = region(dev, "upload", || self.upload(&dp))?;
+        self.reserve(&Sizes {
+            t,
+            rows: r,
+            slots,
+            queries: nq,
+        })?;
+        if let GpuFamily::Adapter(f) = &b.family {
+            region(dev, "pack", || {
+                f.sites().pack(
+                    dev,
+                    &b.model,
+                    &pb.segs,
+                    &dp.direction_seeds,
+                    f.version(),
+                    f.live(),
+                )
+            })?;
         }
 
+        let ws = &*self.ws;
         let h = c.hidden_size;
-        let dt = b.model.dtype;
-        let x = self.ws.get(b, "x", DType::F32, t * h)?.ptr();
-        region(&b.dev, "embed", || self.embed(&pb, t, x))?;
+        let x = ws.view("x", t * h);
+        region(dev, "embed", || self.embed(&pb, t, x))?;
         let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-        let slots = dp.n_pages * crate::backend::device_plan::PAGE_SIZE;
-        let kc = self.ws.get(b, "k_cache", DType::F32, slots * kvd)?.ptr();
-        let vc = self.ws.get(b, "v_cache", DType::F32, slots * kvd)?.ptr();
+        let k_cache = ws.view("k_cache", slots * kvd);
+        let v_cache = ws.view("v_cache", slots * kvd);
+        let seqs = SeqTables {
+            cu_seqlens: pb.cu_seqlens.view(),
+            ctx_lens: pb.ctx_lens.view(),
+            block_tables: pb.block_tables.view(),
+            max_pages: dp.max_pages,
+            max_seqlen: dp.max_seq_len(),
+        };
         for layer in &b.model.layers {
             // Attention block.
-            let xa = self.ws.get(b, "xa", dt, t * layer.qkv.ld)?.ptr();
-            region(&b.dev, "norm", || {
-                self.norm(&layer.attn_norm, x, t, None, xa, layer.qkv.ld)
+            let xa = ws.view("xa", t * layer.qkv.ld);
+            region(dev, "norm", || {
+                norm(b, &layer.attn_norm, x, t, xa, layer.qkv.ld)
             })?;
-            region(&b.dev, "shrink", || {
-                self.shrink(&layer.qkv, xa, t, &pb, &dp)
-            })?;
+            region(dev, "shrink", || self.shrink(&layer.qkv, xa, t, &pb))?;
             let qkv_w = layer.qkv.out;
-            let qkv = self.ws.get(b, "qkv", DType::F32, t * qkv_w)?.ptr();
-            region(&b.dev, "gemm.qkv", || {
-                self.gemm(&layer.qkv, xa, t, qkv, qkv_w, false)
+            let qkv = ws.view("qkv", t * qkv_w);
+            region(dev, "gemm.qkv", || {
+                gemm(b, &layer.qkv, xa, t, qkv, qkv_w, false)
             })?;
+            let layout = QkvLayout::fused(t, c.num_heads, c.num_kv_heads, c.head_dim);
+            debug_assert_eq!(layout.ld, qkv_w);
+            debug_assert_eq!(layout.k_col, qd);
             if c.arch == Arch::Llama {
-                region(&b.dev, "rope", || self.rope(qkv, qkv_w, t, qd, &pb))?;
+                region(dev, "rope", || {
+                    rope_in_place(dev, qkv, &layout, pb.cos.view(), pb.sin.view())
+                })?;
             }
-            region(&b.dev, "kv_write", || {
-                self.kv_write(qkv, qkv_w, t, qd, kvd, slots, kc, vc, &pb)
+            region(dev, "kv_write", || {
+                kv_write(dev, qkv, &layout, pb.slots.view(), k_cache, v_cache)
             })?;
-            let ao = self.ws.get(b, "ao", dt, t * layer.o.ld)?.ptr();
-            region(&b.dev, "attention", || {
-                self.attention(qkv, qkv_w, t, &dp, &pb, kc, vc, ao, layer.o.ld)
-            })?;
-            region(&b.dev, "shrink", || self.shrink(&layer.o, ao, t, &pb, &dp))?;
-            region(&b.dev, "gemm.o", || self.gemm(&layer.o, ao, t, x, h, true))?;
-            // MLP block.
-            let (first, second) = match &layer.mlp {
-                DMlp::Gated { gate_up, down, .. } => (gate_up, down),
-                DMlp::Plain { fc1, fc2 } => (fc1, fc2),
+            let ao = ws.view("ao", t * layer.o.ld);
+            let attn = PrefillAttention {
+                qkv,
+                layout,
+                k_cache,
+                v_cache,
+                seqs,
+                prefix: None,
+                scale: (c.head_dim as f64).powf(-0.5) as f32,
             };
-            let xm = self.ws.get(b, "xm", dt, t * first.ld)?.ptr();
-            region(&b.dev, "norm", || {
-                self.norm(&layer.mlp_norm, x, t, None, xm, first.ld)
+            region(dev, "attention", || {
+                attention_prefill(dev, &attn, ao, layer.o.ld)
             })?;
-            region(&b.dev, "shrink", || self.shrink(first, xm, t, &pb, &dp))?;
-            let mid = self.ws.get(b, "mid", DType::F32, t * first.out)?.ptr();
-            region(&b.dev, "gemm.mlp_in", || {
-                self.gemm(first, xm, t, mid, first.out, false)
+            region(dev, "shrink", || self.shrink(&layer.o, ao, t, &pb))?;
+            region(dev, "gemm.o", || gemm(b, &layer.o, ao, t, x, h, true))?;
+            // MLP block.
+            let (first, second) = mlp_pair(&layer.mlp);
+            let xm = ws.view("xm", t * first.ld);
+            region(dev, "norm", || norm(b, &layer.mlp_norm, x, t, xm, first.ld))?;
+            region(dev, "shrink", || self.shrink(first, xm, t, &pb))?;
+            let mid = ws.view("mid", t * first.out);
+            region(dev, "gemm.mlp_in", || {
+                gemm(b, first, xm, t, mid, first.out, false)
             })?;
-            let am = self.ws.get(b, "am", dt, t * second.ld)?.ptr();
+            let am = ws.view("am", t * second.ld);
             let gated = matches!(layer.mlp, DMlp::Gated { .. });
-            region(&b.dev, "act", || {
-                self.act(mid, first.out, t, second.k, gated, am, second.ld)
+            let shape = RowShape::dense(t, second.k).with_ld(first.out, second.ld);
+            region(dev, "act", || {
+                ops::activation(dev, c.activation, gated, shape, mid, am)
             })?;
-            region(&b.dev, "shrink", || self.shrink(second, am, t, &pb, &dp))?;
-            region(&b.dev, "gemm.mlp_out", || {
-                self.gemm(second, am, t, x, h, true)
-            })?;
+            region(dev, "shrink", || self.shrink(second, am, t, &pb))?;
+            region(dev, "gemm.mlp_out", || gemm(b, second, am, t, x, h, true))?;
         }
         // Final norm at the scoring rows only, then the head on those rows.
-        let r = dp.scoring_rows.len();
         let e = c.embed_dim;
         let ld_e = e.next_multiple_of(8);
-        let hf = self.ws.get(b, "hf", dt, r * ld_e)?.ptr();
-        match &b.model.final_norm {
-            Some(n) => self.norm(n, x, t, Some((pb.scoring_rows, r)), hf, ld_e)?,
-            None => self.gather_convert(x, t, pb.scoring_rows, r, hf, ld_e)?,
-        }
+        let hf = ws.view("hf", r * ld_e);
+        let shape = RowShape::dense(r, final_norm.width).with_ld(final_norm.width, ld_e);
+        ops::norm_gather(
+            dev,
+            &weights(final_norm),
+            shape,
+            pb.scoring_rows.view(),
+            x,
+            hf,
+        )?;
         let v = c.vocab_size;
-        let logits = self.ws.get(b, "logits", DType::F32, r * v)?.ptr();
-        let shape = GemmShape {
-            dtype: dt,
+        let logits = ws.view("logits", r * v);
+        let head = GemmShape {
+            dtype: b.model.dtype,
             rows: r,
             out: v,
             k: e,
@@ -259,38 +299,18 @@ impl Forward<'_> {
             accumulate: false,
             store_y: false,
         };
-        // SAFETY: hf holds r·ld_e, the head v·e, logits r·v elements (sized above).
-        region(&b.dev, "gemm.head", || unsafe {
-            b.gemm.run(&shape, hf, b.model.head().ptr(), logits, None)
+        region(dev, "gemm.head", || {
+            linear(dev, &head, hf, b.model.head().view(), logits, None)
         })?;
-        let nq = dp.query_token.len();
-        let out = self.ws.get(b, "qlp", DType::F32, nq)?;
-        let out_ptr = out.ptr();
-        let p = ZoLogprobParams {
-            rows: r as u32,
-            vocab: v as u32,
-            ld: v as u32,
-            n_queries: nq as u32,
-            write_lse: 0,
-            reserved: 0,
+        let out = ws.view("qlp", nq);
+        let logits = Logits {
+            data: logits,
+            rows: r,
+            vocab: v,
+            ld: v,
         };
-        let d = crate::backend::launch::logprob_launch_config(r, v);
-        let (grid, block, smem) = (d.grid.0, d.block.0, d.smem);
-        // SAFETY: logits r·v, query pairs nq, output nq; lse unused (write_lse = 0).
-        unsafe {
-            b.dev.launch_raw(
-                "zo_candidate_logprobs",
-                (grid, 1, 1),
-                (block, 1, 1),
-                smem,
-                &p,
-                &[logits, pb.query_row, 0, out_ptr],
-            )?
-        };
-        let all = region(&b.dev, "readback", || {
-            self.ws.get(b, "qlp", DType::F32, nq)?.to_f32(&b.dev)
-        })?;
-        let query_logprobs = all[..nq].to_vec();
+        candidate_logprobs(dev, logits, pb.queries.view(), None, out)?;
+        let query_logprobs = region(dev, "readback", || out.to_f32(dev))?;
         let examples = classification_scores(plan, &query_logprobs);
         Ok(Scores {
             query_logprobs,
@@ -298,331 +318,100 @@ impl Forward<'_> {
         })
     }
 
-    fn embed(&self, pb: &PlanBufs, t: usize, x: u64) -> Result<()> {
+    fn embed(&self, pb: &PlanBufs, t: usize, x: View<'_>) -> Result<()> {
         let m = &self.b.model;
         let c = &m.config;
-        let mut flags = ZO_EMBED_TOKENS;
-        let (pos_ptr, n_pos) = match &m.pos {
-            Some(p) => {
-                flags |= ZO_EMBED_POSITIONS;
-                (p.ptr(), c.max_position_embeddings + 2)
-            }
-            None => (0, 0),
+        let words = Table {
+            data: m.embed.view(),
+            rows: c.vocab_size,
         };
-        let p = ZoEmbedParams {
-            n_tokens: t as u32,
-            width: c.hidden_size as u32,
-            ld: c.hidden_size as u32,
-            vocab: c.vocab_size as u32,
-            n_pos: n_pos as u32,
-            pos_offset: 2,
-            flags,
-            reserved: 0,
-        };
-        // SAFETY: x holds t·hidden fp32; tables as uploaded; ids checked in the kernel.
-        unsafe {
-            self.b.dev.launch_raw(
-                self.k("zo_embed"),
-                (t as u32, 1, 1),
-                crate::backend::launch::row_launch_config(t, c.hidden_size).block,
-                0,
-                &p,
-                &[pb.tokens, pb.positions, m.embed.ptr(), pos_ptr, x],
-            )
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn norm(
-        &self,
-        n: &DNorm,
-        x: u64,
-        t: usize,
-        gather: Option<(u64, usize)>,
-        out: u64,
-        ld_out: usize,
-    ) -> Result<()> {
-        let mut flags = 0;
-        if n.w.is_some() {
-            flags |= ZO_NORM_HAS_W;
-        }
-        if n.b.is_some() {
-            flags |= ZO_NORM_HAS_B;
-        }
-        let (rows, idx) = match gather {
-            Some((idx, r)) => {
-                flags |= ZO_NORM_GATHER;
-                (r, idx)
-            }
-            None => (t, 0),
-        };
-        let p = ZoNormParams {
-            rows: rows as u32,
-            width: n.width as u32,
-            ld_in: n.width as u32,
-            ld_out: ld_out as u32,
-            n_src_rows: t as u32,
-            kind: match n.kind {
-                NormKind::Rms => ZO_NORM_RMS,
-                NormKind::Layer => ZO_NORM_LAYER,
+        let positions = m.pos.as_ref().map(|p| Positions {
+            positions: pb.positions.slice(0..t),
+            table: Table {
+                data: p.view(),
+                rows: c.max_position_embeddings + 2,
             },
-            flags,
-            eps: n.eps,
-        };
-        let d = crate::backend::launch::norm_launch_config(rows, n.width);
-        let (grid, block, smem) = (d.grid.0, d.block.0, d.smem);
-        // SAFETY: x holds t rows of width fp32, out rows·ld_out T; w/b width T or null.
-        unsafe {
-            self.b.dev.launch_raw(
-                self.k("zo_norm"),
-                (grid, 1, 1),
-                (block, 1, 1),
-                smem,
-                &p,
-                &[
-                    idx,
-                    n.w.as_ref().map_or(0, DBuf::ptr),
-                    n.b.as_ref().map_or(0, DBuf::ptr),
-                    x,
-                    out,
-                ],
-            )
-        }
+            offset: 2,
+        });
+        ops::embed(
+            &self.b.dev,
+            c.hidden_size,
+            pb.tokens.slice(0..t),
+            words,
+            positions,
+            x,
+        )
     }
 
-    fn gather_convert(
-        &self,
-        x: u64,
-        t: usize,
-        idx: u64,
-        r: usize,
-        out: u64,
-        ld: usize,
-    ) -> Result<()> {
-        let _ = (x, t, idx, r, out, ld);
-        Err(Error::Unsupported(
-            "models without a final norm on the CUDA backend".into(),
-        ))
-    }
-
-    /// The family's extra GEMM-input columns of `g` (nothing for groups without adapters).
-    fn shrink(
-        &self,
-        g: &GroupLinear,
-        x: u64,
-        t: usize,
-        pb: &PlanBufs,
-        dp: &DevicePlan,
-    ) -> Result<()> {
+    /// The adapter family's extra GEMM-input columns of `g` (nothing for groups without
+    /// adapters).
+    fn shrink(&self, g: &GroupLinear, x: View<'_>, t: usize, pb: &PlanBufs) -> Result<()> {
         match &self.b.family {
-            GpuFamily::LowRank(l) if !g.adapters.is_empty() => {
-                l.shrink(&self.b.dev, g, x, t, pb.segs, pb.seg_dir, dp)
-            }
-            GpuFamily::Lora(l) if !g.adapters.is_empty() => {
-                l.shrink(&self.b.dev, g, x, t, pb.segs, pb.seg_dir, dp)
+            GpuFamily::Adapter(f) if !g.adapters.is_empty() => {
+                f.sites().shrink(&self.b.dev, g, x, t, &pb.segs, f.live())
             }
             _ => Ok(()),
         }
     }
+}
 
-    fn gemm(
-        &self,
-        g: &GroupLinear,
-        x: u64,
-        t: usize,
-        y: u64,
-        ld_y: usize,
-        accumulate: bool,
-    ) -> Result<()> {
-        let shape = GemmShape {
-            dtype: g.w.dtype,
-            rows: t,
-            out: g.out,
-            k: g.ld,
-            ld_x: g.ld,
-            ld_w: g.ld,
-            ld_y,
-            bias: g.bias.is_some(),
-            accumulate,
-            store_y: false,
-        };
-        // SAFETY: x holds t·ld, W out·ld, y t·ld_y elements; bias out fp32.
-        unsafe {
-            self.b
-                .gemm
-                .run(&shape, x, g.w.ptr(), y, g.bias.as_ref().map(DBuf::ptr))
-        }
-    }
-
-    fn rope(&self, qkv: u64, ld: usize, t: usize, qd: usize, pb: &PlanBufs) -> Result<()> {
-        let c = &self.b.model.config;
-        let p = ZoRopeParams {
-            rows: t as u32,
-            ld: ld as u32,
-            q_col: 0,
-            q_heads: c.num_heads as u32,
-            k_col: qd as u32,
-            k_heads: c.num_kv_heads as u32,
-            head_dim: c.head_dim as u32,
-            reserved: 0,
-        };
-        let (grid, block, _) =
-            super::attention::rope_launch_config(t, c.num_heads, c.num_kv_heads, c.head_dim);
-        // SAFETY: qkv holds t·ld fp32; the tables t·head_dim/2 each.
-        unsafe {
-            self.b
-                .dev
-                .launch_raw("zo_rope", grid, block, 0, &p, &[qkv, pb.cos, pb.sin])
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn kv_write(
-        &self,
-        qkv: u64,
-        ld: usize,
-        t: usize,
-        qd: usize,
-        kvd: usize,
-        slots: usize,
-        kc: u64,
-        vc: u64,
-        pb: &PlanBufs,
-    ) -> Result<()> {
-        let p = ZoKvWriteParams {
-            rows: t as u32,
-            ld: ld as u32,
-            k_col: qd as u32,
-            v_col: (qd + kvd) as u32,
-            kv_width: kvd as u32,
-            num_slots: slots as u32,
-        };
-        let (grid, block, _) = super::attention::kv_write_launch_config(t);
-        // SAFETY: qkv t·ld fp32; caches slots·kvd fp32; slots array t entries.
-        unsafe {
-            self.b
-                .dev
-                .launch_raw("zo_kv_write", grid, block, 0, &p, &[qkv, pb.slots, kc, vc])
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        qkv: u64,
-        ld: usize,
-        t: usize,
-        dp: &DevicePlan,
-        pb: &PlanBufs,
-        kc: u64,
-        vc: u64,
-        out: u64,
-        ld_out: usize,
-    ) -> Result<()> {
-        let c = &self.b.model.config;
-        let hd = c.head_dim;
-        let layout = super::attention::QkvLayout::fused(t, c.num_heads, c.num_kv_heads, hd);
-        debug_assert_eq!(layout.ld, ld);
-        let p = super::attention::attention_params(
-            &layout,
-            dp.n_seqs,
-            dp.max_pages,
-            dp.n_pages,
-            ld_out,
-            (hd as f64).powf(-0.5) as f32,
-            None,
-        );
-        let name = super::attention::attention_kernel_name(hd, self.b.model.dtype);
-        let (grid, block, smem) = super::attention::attention_launch_config(
-            c.num_heads,
-            c.num_kv_heads,
-            hd,
-            dp.n_seqs,
-            dp.max_seq_len(),
-        );
-        // SAFETY: buffers sized from the same plan; no prefix (null pointers, prefix_len 0).
-        unsafe {
-            self.b.dev.launch_raw(
-                name,
-                grid,
-                block,
-                smem,
-                &p,
-                &[
-                    qkv,
-                    kc,
-                    vc,
-                    pb.cu_seqlens,
-                    pb.ctx_lens,
-                    pb.block_tables,
-                    0,
-                    0,
-                    pb.segs,
-                    out,
-                ],
-            )
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn act(
-        &self,
-        mid: u64,
-        ld_in: usize,
-        t: usize,
-        width: usize,
-        gated: bool,
-        out: u64,
-        ld_out: usize,
-    ) -> Result<()> {
-        let p = ZoActParams {
-            rows: t as u32,
-            width: width as u32,
-            ld_in: ld_in as u32,
-            ld_out: ld_out as u32,
-            act: act_code(self.b.model.config.activation)?,
-            gated: gated as u32,
-        };
-        let d = crate::backend::launch::row_launch_config(t, width);
-        let (grid, block, smem) = (d.grid.0, d.block.0, d.smem);
-        // SAFETY: mid t·ld_in fp32, out t·ld_out T.
-        unsafe {
-            self.b.dev.launch_raw(
-                self.k("zo_act"),
-                (grid, 1, 1),
-                (block, 1, 1),
-                smem,
-                &p,
-                &[mid, out],
-            )
-        }
+fn mlp_pair(mlp: &DMlp) -> (&GroupLinear, &GroupLinear) {
+    match mlp {
+        DMlp::Gated { gate_up, down, .. } => (gate_up, down),
+        DMlp::Plain { fc1, fc2 } => (fc1, fc2),
     }
 }
 
-/// `base_<dtype suffix>` as a static name (kernel names are looked up by &'static str).
-pub(crate) fn kernel_name(base: &'static str, dt: DType) -> &'static str {
-    macro_rules! names {
-        ($($b:literal),*) => {
-            match (base, dt) {
-                $(
-                    ($b, DType::F32) => concat!($b, "_f32"),
-                    ($b, DType::Bf16) => concat!($b, "_bf16"),
-                    ($b, DType::F16) => concat!($b, "_f16"),
-                )*
-                _ => base,
-            }
-        };
+fn weights(n: &DNorm) -> NormWeights<'_> {
+    NormWeights {
+        kind: n.kind,
+        eps: n.eps,
+        w: n.w.as_ref().map(DBuf::view),
+        b: n.b.as_ref().map(DBuf::view),
     }
-    names!(
-        "zo_embed",
-        "zo_norm",
-        "zo_act",
-        "zo_adapter_shrink",
-        "zo_adapter_pack",
-        "zo_seeded_axpy",
-        "zo_factor_merge",
-        "zo_attn_prefill",
-        "zo_to_storage",
-        "zo_init"
+}
+
+/// The norm of the fp32 residual `x` (`[t][width]`) into a GEMM input of row stride `ld_out`.
+fn norm(
+    b: &CudaBackend,
+    n: &DNorm,
+    x: View<'_>,
+    t: usize,
+    out: View<'_>,
+    ld_out: usize,
+) -> Result<()> {
+    let shape = RowShape::dense(t, n.width).with_ld(n.width, ld_out);
+    ops::norm(&b.dev, &weights(n), shape, x, out)
+}
+
+/// `y (+)= x'·W'ᵀ (+ bias)` of one group over its augmented K.
+fn gemm(
+    b: &CudaBackend,
+    g: &GroupLinear,
+    x: View<'_>,
+    t: usize,
+    y: View<'_>,
+    ld_y: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let shape = GemmShape {
+        dtype: g.w.dtype,
+        rows: t,
+        out: g.out,
+        k: g.ld,
+        ld_x: g.ld,
+        ld_w: g.ld,
+        ld_y,
+        bias: g.bias.is_some(),
+        accumulate,
+        store_y: false,
+    };
+    linear(
+        &b.dev,
+        &shape,
+        x,
+        g.w.view(),
+        y,
+        g.bias.as_ref().map(DBuf::view),
     )
 }

@@ -8,38 +8,31 @@
 //! (sub-block 0 on every row once B is live, sub-block 1 + d times sc on the rows of direction
 //! d), so the GEMM adds (α/r)·x·(A + sc·Z_A)ᵀ·(B + sc·Z_B)ᵀ, the host family's exact product.
 
+use super::adapter_sites::{AdapterSite, AdapterSites, GpuAdapterFamily};
 use super::backend::StateTensors;
-use super::buffer::{DBuf, Init};
+use super::buffer::DBuf;
 use super::device::CudaDevice;
-use super::params::*;
-use super::weights::{DeviceModel, GroupLinear};
+use super::kernels::init::{init, Init};
+use super::kernels::update::{seeded_axpy, Strided, UpdateDirs};
+use super::weights::DeviceModel;
 use super::DType;
-use crate::backend::device_plan::DevicePlan;
-use crate::model::{Arch, Param, Site, Slot};
+use crate::model::{Arch, Param, Slot};
+use crate::perturb::adapter::AugFamily;
 use crate::perturb::lowrank::{check_record, site_name};
 use crate::perturb::{role, Dist, FamilyConfig, StepRecord, UpdateConfig};
 use crate::{Error, Result};
 
-struct SiteState {
-    site: Site,
-    out: usize,
-    k: usize,
-    /// `[r][k]` fp32, element `kk·k + j` (the host's A).
-    a: DBuf,
-    /// `[out][r]` fp32, element `i·r + kk` (the host's B).
-    b: DBuf,
-}
+/// Power-of-two split between B and its input columns in fp16: B grows from 0 in steps of
+/// lr·|g| (~1e-4, near fp16's subnormals) while (α/r)·x·Aᵀ is O(1), so e = 6 puts both
+/// mid-range.
+pub(crate) const F16_SCALE_EXP: i32 = 6;
 
+/// Per site the shared factor is A (`[r][k]` fp32, element `kk·k + j`, the host's A) and the
+/// state B (`[out][r]` fp32, element `i·r + kk`, the host's B).
 pub(crate) struct GpuLora {
-    rank: usize,
-    /// α/r.
-    scale: f32,
-    dist: Dist,
-    sites: Vec<SiteState>,
+    sites: AdapterSites,
     /// An update has landed, so B may be non-zero (the host's `b_live`).
     b_live: bool,
-    /// Direction seeds (and B version) the weights' adapter columns hold now.
-    packed: std::sync::Mutex<Option<(Vec<u64>, u64)>>,
     /// Bumped by every update: the packed B is stale when it differs.
     version: u64,
 }
@@ -104,13 +97,6 @@ pub(crate) fn lora_targets(cfg: &FamilyConfig, arch: Arch) -> Result<(usize, f32
     Ok((rank, alpha / rank as f32, ordered))
 }
 
-fn dist_code(d: Dist) -> u32 {
-    match d {
-        Dist::Gaussian => ZO_DIST_GAUSSIAN,
-        Dist::Rademacher => ZO_DIST_RADEMACHER,
-    }
-}
-
 /// `-(lr·g_d)/q` per direction, the host's coefficient expression.
 fn update_coefs(rec: &StepRecord) -> Vec<f32> {
     let q = rec.seeds.len() as f32;
@@ -144,9 +130,9 @@ impl GpuLora {
                 let a = DBuf::zeros(dev, DType::F32, rank * g.k)?;
                 // The host's init_a: bound = 1/√in as one f32 sqrt and divide.
                 let bound = 1.0 / (g.k as f32).sqrt();
-                dev.init(
-                    &a,
-                    0,
+                init(
+                    dev,
+                    a.view(),
                     1,
                     rank * g.k,
                     rank * g.k,
@@ -157,12 +143,12 @@ impl GpuLora {
                         bound,
                     },
                 )?;
-                sites.push(SiteState {
+                sites.push(AdapterSite {
                     site,
                     out,
                     k: g.k,
-                    a,
-                    b: DBuf::zeros(dev, DType::F32, out * rank)?,
+                    factor: a,
+                    state: DBuf::zeros(dev, DType::F32, out * rank)?,
                 });
             }
         }
@@ -172,219 +158,90 @@ impl GpuLora {
             ));
         }
         Ok(GpuLora {
-            rank,
-            scale,
-            dist,
-            sites,
+            sites: AdapterSites::new(AugFamily::Lora, rank, dist, scale, F16_SCALE_EXP, sites),
             b_live: false,
-            packed: std::sync::Mutex::new(None),
             version: 0,
         })
     }
+}
 
-    pub fn bytes(&self) -> usize {
-        self.sites.iter().map(|s| s.a.bytes() + s.b.bytes()).sum()
+impl GpuAdapterFamily for GpuLora {
+    fn sites(&self) -> &AdapterSites {
+        &self.sites
+    }
+
+    fn live(&self) -> bool {
+        self.b_live
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn bytes(&self) -> usize {
+        self.sites.bytes()
+    }
+
+    /// lora has nothing to do at a step's start, like its host family.
+    fn begin_step(
+        &mut self,
+        _: &CudaDevice,
+        _: &mut DeviceModel,
+        _: u64,
+        _: Option<u64>,
+    ) -> Result<()> {
+        Ok(())
     }
 
     /// `layers.{l}.{slot}.lora_a` `[r, in]` and `.lora_b` `[out, r]`, as the host family's
     /// `state_tensors` names and orders them.
-    pub fn state_tensors(&self, dev: &CudaDevice) -> Result<StateTensors> {
-        let mut out = Vec::with_capacity(2 * self.sites.len());
-        for s in &self.sites {
+    fn state_tensors(&self, dev: &CudaDevice) -> Result<StateTensors> {
+        let rank = self.sites.rank;
+        let mut out = Vec::with_capacity(2 * self.sites.sites.len());
+        for s in &self.sites.sites {
             let name = site_name(s.site);
-            let mut a = s.a.to_f32(dev)?;
-            a.truncate(self.rank * s.k);
-            let mut b = s.b.to_f32(dev)?;
-            b.truncate(s.out * self.rank);
-            out.push((format!("{name}.lora_a"), vec![self.rank, s.k], a));
-            out.push((format!("{name}.lora_b"), vec![s.out, self.rank], b));
+            let mut a = s.factor.to_f32(dev)?;
+            a.truncate(rank * s.k);
+            let mut b = s.state.to_f32(dev)?;
+            b.truncate(s.out * rank);
+            out.push((format!("{name}.lora_a"), vec![rank, s.k], a));
+            out.push((format!("{name}.lora_b"), vec![s.out, rank], b));
         }
         Ok(out)
     }
 
-    /// Writes B and the plan's Z_B,d into every adapter block (skipped when the weights
-    /// already hold exactly these).
-    pub fn pack(&self, dev: &CudaDevice, model: &DeviceModel, dp: &DevicePlan) -> Result<()> {
-        let key = (dp.direction_seeds.clone(), self.version);
-        let mut packed = self
-            .packed
-            .lock()
-            .map_err(|_| Error::Cuda("pack state poisoned".into()))?;
-        if packed.as_ref() == Some(&key) {
-            return Ok(());
-        }
-        let seeds: Vec<u32> = dp
-            .direction_seeds
-            .iter()
-            .flat_map(|&x| [x as u32, (x >> 32) as u32])
-            .collect();
-        let seeds = DBuf::from_words(dev, if seeds.is_empty() { &[0u32, 0] } else { &seeds })?;
-        let mut si = 0;
-        for g in model.groups() {
-            if g.adapters.is_empty() {
-                continue;
-            }
-            if dp.n_directions() > g.aug.dirs {
-                return Err(Error::Unsupported(format!(
-                    "the plan has {} directions but the GPU weights were laid out for {}; \
-                     build the backend with directions >= the estimator's q",
-                    dp.n_directions(),
-                    g.aug.dirs
-                )));
-            }
-            for (a, &pos) in g.adapters.iter().enumerate() {
-                let s = &self.sites[si];
-                si += 1;
-                debug_assert_eq!(s.site, g.sites[pos]);
-                let p = ZoPackParams {
-                    out: s.out as u32,
-                    ld: g.ld as u32,
-                    row0: g.row_offset(pos) as u32,
-                    col0: g.block_col(a) as u32,
-                    rank: self.rank as u32,
-                    dirs: dp.n_directions() as u32,
-                    family: ZO_ADAPTER_LORA,
-                    dist: dist_code(self.dist),
-                    tensor: Param::Weight(s.site).tensor_id(),
-                    scale_exp: scale_exp(g.w.dtype),
-                };
-                let (grid, block, _) = super::adapter::pack_launch_config(
-                    s.out,
-                    p.rank as usize * (p.dirs as usize + 1),
-                );
-                // SAFETY: W is out_total·ld (the site's rows and block columns inside it), B
-                // out·r fp32, seeds dirs u64.
-                unsafe {
-                    dev.launch_raw(
-                        super::forward::kernel_name("zo_adapter_pack", g.w.dtype),
-                        grid,
-                        block,
-                        0,
-                        &p,
-                        &[g.w.ptr(), s.b.ptr(), seeds.ptr()],
-                    )?;
-                }
-            }
-        }
-        // The seeds buffer must outlive the launches: wait once before it is dropped.
-        dev.stream()
-            .synchronize()
-            .map_err(super::device::cuda_err("packing adapter columns"))?;
-        *packed = Some(key);
-        Ok(())
-    }
-
-    /// The adapter columns of `g`'s input `x` (`[t][g.ld]`, columns `[0, g.k)` written).
-    #[allow(clippy::too_many_arguments)]
-    pub fn shrink(
-        &self,
-        dev: &CudaDevice,
-        g: &GroupLinear,
-        x: u64,
-        t: usize,
-        segs: u64,
-        seg_dir: u64,
-        dp: &DevicePlan,
-    ) -> Result<()> {
-        let first = self
-            .sites
-            .iter()
-            .position(|s| s.site == g.sites[g.adapters[0]])
-            .ok_or_else(|| Error::Cuda("adapter site without lora state".into()))?;
-        let used_end = g.k + g.adapters.len() * g.aug.block();
-        for (a, &pos) in g.adapters.iter().enumerate() {
-            let s = &self.sites[first + a];
-            debug_assert_eq!(s.site, g.sites[pos]);
-            let last = a + 1 == g.adapters.len();
-            let p = ZoShrinkParams {
-                rows: t as u32,
-                k: g.k as u32,
-                ld: g.ld as u32,
-                col0: g.block_col(a) as u32,
-                rank: self.rank as u32,
-                dirs: g.aug.dirs as u32,
-                n_segs: dp.segments.len() as u32,
-                family: ZO_ADAPTER_LORA,
-                live: self.b_live as u32,
-                dist: dist_code(self.dist),
-                tensor: Param::Weight(s.site).tensor_id(),
-                vec: (g.ld * g.w.dtype.size()).is_multiple_of(16) as u32,
-                pad_begin: if last { used_end as u32 } else { 0 },
-                pad_end: if last { g.ld as u32 } else { 0 },
-                scale: self.scale,
-                scale_exp: scale_exp(g.w.dtype),
-            };
-            let (grid, block, smem) = super::adapter::shrink_launch_config(t, self.rank);
-            // SAFETY: x is t·ld T, A r·k fp32, segments and their directions as uploaded.
-            unsafe {
-                dev.launch_raw(
-                    super::forward::kernel_name("zo_adapter_shrink", g.w.dtype),
-                    grid,
-                    block,
-                    smem,
-                    &p,
-                    &[x, s.a.ptr(), segs, seg_dir],
+    /// The host's update on A then B of every site: weight decay first (when non-zero), then
+    /// the c_d chain in direction order, one seeded axpy per factor.
+    fn update(&mut self, dev: &CudaDevice, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
+        let (rank, dist) = (self.sites.rank, self.sites.dist);
+        check_record(rec, cfg, dist, "lora")?;
+        let coefs = update_coefs(rec);
+        let terms: Vec<(u64, f32)> = rec.seeds.iter().copied().zip(coefs).collect();
+        let dirs = UpdateDirs::upload(dev, &terms)?;
+        let decay = (cfg.weight_decay != 0.0).then_some(rec.lr * cfg.weight_decay);
+        for s in &self.sites.sites {
+            let tid = Param::Weight(s.site).tensor_id();
+            for (buf, n, rl) in [
+                (&s.factor, rank * s.k, role::LORA_A),
+                (&s.state, s.out * rank, role::LORA_B),
+            ] {
+                seeded_axpy(
+                    dev,
+                    buf.view(),
+                    Strided::flat(n),
+                    tid,
+                    rl,
+                    dist,
+                    &dirs,
+                    decay,
                 )?;
             }
         }
-        Ok(())
-    }
-
-    /// The host's update on A then B of every site: weight decay first (when non-zero), then
-    /// the c_d chain in direction order, one seeded axpy per factor.
-    pub fn update(&mut self, dev: &CudaDevice, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
-        check_record(rec, cfg, self.dist, "lora")?;
-        let coefs = update_coefs(rec);
-        let neg_decay = -(rec.lr * cfg.weight_decay);
-        let dirs = DBuf::from_words(dev, &super::dense::dir_words(&rec.seeds, &coefs))?;
-        for s in &self.sites {
-            let tid = Param::Weight(s.site).tensor_id();
-            for (buf, n, rl) in [
-                (&s.a, self.rank * s.k, role::LORA_A),
-                (&s.b, s.out * self.rank, role::LORA_B),
-            ] {
-                let p = ZoAxpyParams {
-                    rows: 1,
-                    cols: n as u64,
-                    ld: n as u64,
-                    tensor: tid,
-                    role: rl,
-                    dist: dist_code(self.dist),
-                    dirs: rec.seeds.len() as u32,
-                    decay: (cfg.weight_decay != 0.0) as u32,
-                    neg_decay,
-                };
-                let (grid, block, _) = super::update::axpy_launch_config(n);
-                // SAFETY: the factor holds n fp32; dirs holds q entries.
-                unsafe {
-                    dev.launch_raw(
-                        "zo_seeded_axpy_f32",
-                        grid,
-                        block,
-                        0,
-                        &p,
-                        &[buf.ptr(), dirs.ptr()],
-                    )?;
-                }
-            }
-        }
         // The dirs buffer must outlive the launches.
-        dev.stream()
-            .synchronize()
-            .map_err(super::device::cuda_err("lora update"))?;
+        dev.synchronize()?;
         self.b_live = true;
         self.version += 1;
         Ok(())
-    }
-}
-
-/// Power-of-two split between B and its input columns: only fp16 needs it. B grows from 0 in
-/// steps of lr·|g| (~1e-4, near fp16's subnormals) while (α/r)·x·Aᵀ is O(1), so e = 6 puts
-/// both mid-range.
-fn scale_exp(d: DType) -> i32 {
-    match d {
-        DType::F16 => 6,
-        _ => 0,
     }
 }
 
@@ -449,18 +306,5 @@ mod tests {
             .collect();
         let got: Vec<u32> = update_coefs(&rec).iter().map(|c| c.to_bits()).collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn fp16_split_is_an_exact_power_of_two_pair() {
-        for d in [DType::F32, DType::Bf16, DType::F16] {
-            let e = scale_exp(d);
-            assert!((0..=24).contains(&e));
-            let (up, down) = (
-                crate::perturb::augment::exp2(e),
-                crate::perturb::augment::exp2(-e),
-            );
-            assert_eq!(up * down, 1.0);
-        }
     }
 }

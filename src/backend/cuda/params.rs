@@ -1,32 +1,61 @@
-//! Kernel parameter structs: the committed bindgen output for csrc/zo_params.h.
-#![allow(non_camel_case_types, non_upper_case_globals, dead_code)]
+//! The params structs as kernel arguments, and the kernel name scheme.
 
-include!("../../../csrc/zo_params.rs");
+pub use crate::backend::params::*;
 
-// SAFETY: plain #[repr(C)] structs of integers and floats, passed to kernels by value.
-unsafe impl cudarc::driver::DeviceRepr for ZoRngDrawParams {}
-unsafe impl cudarc::driver::DeviceRepr for ZoSegment {}
-
-impl From<crate::rng::Stream> for ZoRngStream {
-    fn from(s: crate::rng::Stream) -> Self {
-        ZoRngStream {
-            seed_lo: s.seed as u32,
-            seed_hi: (s.seed >> 32) as u32,
-            tensor: s.tensor,
-            role: s.role,
-        }
-    }
+macro_rules! kernel_params {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: bindgen's #[repr(C)] structs of integers and floats, passed by value.
+            unsafe impl super::device::KernelParams for $t {}
+        )*
+    };
 }
 
-impl From<&crate::perturb::Segment> for ZoSegment {
-    fn from(s: &crate::perturb::Segment) -> Self {
-        ZoSegment {
-            row_start: s.rows.start as u32,
-            row_end: s.rows.end as u32,
-            seed_lo: s.seed as u32,
-            seed_hi: (s.seed >> 32) as u32,
-            scale: s.scale,
-            reserved: 0,
-        }
+kernel_params!(
+    ZoRngDrawParams,
+    ZoShrinkParams,
+    ZoPackParams,
+    ZoAxpyParams,
+    ZoMomentumParams,
+    ZoMergeParams,
+    ZoBasisParams,
+    ZoRopeParams,
+    ZoKvWriteParams,
+    ZoAttnParams,
+    ZoEmbedParams,
+    ZoNormParams,
+    ZoActParams,
+    ZoLogprobParams,
+    ZoInitParams,
+);
+
+/// `base_<dtype>`: the name scheme of every kernel instantiated per storage type
+/// (csrc/dtype.cuh's ZO_INSTANTIATE), as the `&'static str` kernels are looked up by.
+pub fn typed(base: &'static str, dtype: super::DType) -> &'static str {
+    use super::DType::*;
+    macro_rules! names {
+        ($($b:literal),* $(,)?) => {
+            match (base, dtype) {
+                $(
+                    ($b, F32) => concat!($b, "_f32"),
+                    ($b, Bf16) => concat!($b, "_bf16"),
+                    ($b, F16) => concat!($b, "_f16"),
+                )*
+                _ => panic!("{base} is not a kernel instantiated per storage type"),
+            }
+        };
     }
+    names!(
+        "zo_embed",
+        "zo_norm",
+        "zo_act",
+        "zo_adapter_shrink",
+        "zo_adapter_pack",
+        "zo_seeded_axpy",
+        "zo_factor_merge",
+        "zo_attn_prefill_hd64",
+        "zo_attn_prefill_hd128",
+        "zo_attn_prefill_any",
+        "zo_init",
+    )
 }

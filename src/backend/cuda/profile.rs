@@ -28,11 +28,7 @@ pub(crate) fn region<T>(
     if !enabled() {
         return f();
     }
-    let sync = || {
-        dev.stream()
-            .synchronize()
-            .map_err(super::device::cuda_err("profiling sync"))
-    };
+    let sync = || dev.synchronize();
     sync()?;
     let t = Instant::now();
     let out = f()?;

@@ -9,8 +9,9 @@
 //! - Weights and norm parameters are in the storage dtype; biases stay fp32 (the GEMM
 //!   epilogue adds them in fp32).
 
-use super::buffer::{DBuf, Init};
+use super::buffer::DBuf;
 use super::device::CudaDevice;
+use super::kernels::init::{init, Init};
 use super::DType;
 use crate::model::random::SYNTHETIC_ROLE;
 use crate::model::{Arch, Linear, Model, ModelConfig, Norm, NormKind, NormSite, Param, Site, Slot};
@@ -198,7 +199,7 @@ impl DeviceModel {
     ) -> Result<DeviceModel> {
         let c = config;
         if let Source::Host(m) = &source {
-            crate::backend::cpu::check_shapes(m)?;
+            crate::backend::validate::model_shapes(m)?;
         }
         let b = Builder {
             dev,
@@ -323,9 +324,9 @@ impl Builder<'_> {
             }
             Source::Synthetic { seed, std } => {
                 let buf = DBuf::zeros(self.dev, self.dtype, rows * cols)?;
-                self.dev.init(
-                    &buf,
-                    0,
+                init(
+                    self.dev,
+                    buf.view(),
                     rows,
                     cols,
                     cols,
@@ -383,8 +384,8 @@ impl Builder<'_> {
                 let w = DBuf::zeros(self.dev, self.dtype, out * ld)?;
                 let mut row = 0;
                 for (&site, &o) in sites.iter().zip(outs) {
-                    let init = self.normal(*seed, Param::Weight(site).tensor_id(), *std);
-                    self.dev.init(&w, row * ld, o, k, ld, init)?;
+                    let how = self.normal(*seed, Param::Weight(site).tensor_id(), *std);
+                    init(self.dev, w.slice(row * ld..w.len), o, k, ld, how)?;
                     row += o;
                 }
                 // Synthetic biases are zero (the host twin's too), so none is added.
@@ -426,7 +427,7 @@ impl Builder<'_> {
             Source::Synthetic { .. } => {
                 let ones = |v: f32| -> Result<DBuf> {
                     let buf = DBuf::zeros(self.dev, self.dtype, width)?;
-                    self.dev.init(&buf, 0, 1, width, width, Init::Const(v))?;
+                    init(self.dev, buf.view(), 1, width, width, Init::Const(v))?;
                     Ok(buf)
                 };
                 let w = if affine { Some(ones(1.0)?) } else { None };

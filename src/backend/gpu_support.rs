@@ -1,0 +1,84 @@
+//! Which configurations the CUDA backend runs: the one place that decides it, asked by the
+//! backend before it allocates anything and by `zo-run` when it picks a device.
+
+use crate::model::{Arch, ModelConfig};
+use crate::perturb::FamilyConfig;
+
+/// Largest head dimension the prefill attention kernels take.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Why the CUDA backend cannot run `family` (with a stateless update rule or not) on `model`
+/// (when known), or None when it can. `None` for the family is evaluation only.
+pub fn refusal(
+    family: Option<&FamilyConfig>,
+    stateless_rule: bool,
+    model: Option<&ModelConfig>,
+) -> Option<String> {
+    match family {
+        None
+        | Some(FamilyConfig::LowRank { .. })
+        | Some(FamilyConfig::Lora { .. })
+        | Some(FamilyConfig::Dense { in_place: true }) => {}
+        Some(other) => {
+            return Some(format!(
+                "the {} family{} does not run on the CUDA backend yet (lowrank, lora and \
+                 in-place dense do)",
+                other.name(),
+                if matches!(other, FamilyConfig::Dense { .. }) {
+                    " with fused variants"
+                } else {
+                    ""
+                }
+            ))
+        }
+    }
+    if !stateless_rule {
+        return Some(
+            "the momentum and adam optimizers keep moments that the CUDA backend does not \
+             hold yet (sgd, sign and fzoo run there)"
+                .into(),
+        );
+    }
+    let m = model?;
+    if m.arch == Arch::Opt && (m.embed_dim != m.hidden_size || !m.pre_norm) {
+        return Some(
+            "the CUDA backend runs pre-LN OPT without project_in/out (every OPT size but 350m)"
+                .into(),
+        );
+    }
+    if m.head_dim > MAX_HEAD_DIM {
+        return Some(format!(
+            "head_dim {} exceeds the {MAX_HEAD_DIM} the CUDA attention kernels take",
+            m.head_dim
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gpu_families_and_models_are_named() {
+        let lora = FamilyConfig::Lora {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec![crate::model::Slot::Q],
+        };
+        assert_eq!(refusal(Some(&lora), true, None), None);
+        assert_eq!(refusal(None, true, Some(&ModelConfig::tiny_llama())), None);
+        let fused = FamilyConfig::Dense { in_place: false };
+        assert!(refusal(Some(&fused), true, None)
+            .unwrap()
+            .contains("fused variants"));
+        assert!(refusal(Some(&lora), false, None).unwrap().contains("adam"));
+        let post_ln = ModelConfig {
+            pre_norm: false,
+            ..ModelConfig::tiny_opt()
+        };
+        assert!(refusal(None, true, Some(&post_ln))
+            .unwrap()
+            .contains("350m"));
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU checks of a change, in one run on the GPU machine: every test binary with
+# ZO_REQUIRE_GPU=1 (the family cases and the backend's training step, now on the GPU as well
+# as on the emulated device), then zo-run bench before and after the change, interleaved on
+# the same warm device so the step times compare.
+#
+#   tools/gpu-check.sh TESTS_DIR BEFORE_ZO_RUN AFTER_ZO_RUN OUT_DIR
+#
+# TESTS_DIR   test binaries built here (cargo test --release --features cuda --no-run, then
+#             copy target/release/deps/<test>-<hash> without the .d files)
+# BEFORE_ZO_RUN / AFTER_ZO_RUN   zo-run built from the commit before and after the change
+# ARCHS       archs to bench (default: smollm2-135m opt-1.3b); STEPS / WARMUP default 10 / 4
+#
+# Writes OUT_DIR/tests.log, OUT_DIR/<arch>-{before,after}.json and OUT_DIR/summary.txt; exits
+# non-zero if a test binary fails.
+set -uo pipefail
+[[ $# -eq 4 ]] || { sed -n '2,16p' "$0" >&2; exit 2; }
+tests=$1 before=$2 after=$3 out=$4
+mkdir -p "$out"
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/targets/x86_64-linux/lib
+export ZO_REQUIRE_GPU=1
+ARCHS=${ARCHS:-"smollm2-135m opt-1.3b"}
+STEPS=${STEPS:-10}
+WARMUP=${WARMUP:-4}
+
+failed=0
+for t in "$tests"/*; do
+    [[ -x "$t" && ! -d "$t" ]] || continue
+    echo "== $(basename "$t")" >>"$out/tests.log"
+    if ! "$t" --test-threads 1 >>"$out/tests.log" 2>&1; then
+        echo "FAILED: $(basename "$t")" | tee -a "$out/summary.txt"
+        failed=1
+    fi
+done
+grep -h "^test result" "$out/tests.log" | sort | uniq -c >>"$out/summary.txt"
+
+for arch in $ARCHS; do
+    for which in before after before after; do
+        bin=$before
+        [[ $which == after ]] && bin=$after
+        "$bin" bench --arch "$arch" --family lozo --device cuda --steps "$STEPS" \
+            --warmup "$WARMUP" --json >"$out/$arch-$which.json" 2>>"$out/bench.log" \
+            || echo "bench failed: $arch $which" | tee -a "$out/summary.txt"
+    done
+    for which in before after; do
+        printf '%s %s: ' "$arch" "$which" >>"$out/summary.txt"
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r.get("step_ms", r))' \
+            "$out/$arch-$which.json" >>"$out/summary.txt" 2>&1
+    done
+done
+cat "$out/summary.txt"
+exit $failed
