@@ -1,8 +1,8 @@
 //! Builds the CUDA kernels when the `cuda` feature is on.
 //!
 //! - Finds nvcc (the `NVCC` variable, else `nvcc` on PATH). Without it the crate still builds,
-//!   CPU only, and says so with a warning; the CUDA backend then reports at run time that it was
-//!   built without kernels.
+//!   without the GPU kernels, and says so with a warning; the CUDA backend then reports at run
+//!   time that it cannot open a GPU (its emulated device, zo-emu, still runs).
 //! - Compiles every `csrc/*.cu` into ONE fatbin in OUT_DIR (SASS for sm_80 and sm_90a, PTX for
 //!   compute_80 so newer GPUs can JIT it) and sets `cfg(zo_kernels)`; the backend embeds it.
 //!
@@ -32,7 +32,8 @@ fn main() {
         }
         println!(
             "cargo::warning=feature `cuda` is on but nvcc was not found, so the CUDA kernels \
-             are not built and the CUDA backend will refuse to start. Set NVCC=/path/to/nvcc or \
+             are not built and the CUDA backend will refuse to open a GPU (its emulated device \
+             still runs). Set NVCC=/path/to/nvcc or \
              put nvcc on PATH (see README, \"Building the CUDA kernels\")."
         );
         return;

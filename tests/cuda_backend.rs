@@ -241,8 +241,8 @@ fn mezo_lora(targets: Vec<zo::model::Slot>) -> FamilyConfig {
     }
 }
 
-/// A and B of both backends, bit for bit (names, shapes and values).
-fn assert_lora_state_equal(gpu: &CudaBackend, cpu: &CpuBackend, what: &str) {
+/// The family state of both backends, bit for bit (names, shapes and values).
+fn assert_state_equal(gpu: &CudaBackend, cpu: &CpuBackend, what: &str) {
     let g = gpu.family_state().unwrap();
     let c = cpu.family().unwrap().state_tensors();
     assert_eq!(g.len(), c.len(), "{what}: tensor count");
@@ -311,7 +311,7 @@ fn lora_steps_match_the_cpu() {
                     DType::F32 => (F32_TOL, F32_TOL),
                     _ => (0.05, 0.02),
                 };
-                assert_lora_state_equal(&gpu, &cpu, &format!("{what}: init"));
+                assert_state_equal(&gpu, &cpu, &format!("{what}: init"));
                 let ucfg = zo::perturb::UpdateConfig {
                     dist,
                     weight_decay: wd,
@@ -354,7 +354,7 @@ fn lora_steps_match_the_cpu() {
                     };
                     gpu.update(&rec, &ucfg).unwrap();
                     cpu.update(&rec, &ucfg).unwrap();
-                    assert_lora_state_equal(&gpu, &cpu, &format!("{what}: after step {step}"));
+                    assert_state_equal(&gpu, &cpu, &format!("{what}: after step {step}"));
                 }
                 // B is live now: the unperturbed rows carry the adapter, alone and next to fewer
                 // directions than the weights were laid out for.
@@ -371,6 +371,77 @@ fn lora_steps_match_the_cpu() {
                         &format!("{what}: {} variants", vars.len()),
                     );
                 }
+            }
+        }
+    }
+}
+
+/// MeZO-prefix in lockstep with the CPU family: the prefix starts as the host's (drawn from
+/// the run seed), the attention kernel perturbs it on the rows of each ±ε segment as it loads
+/// it, and the seeded update (with and without weight decay) keeps the fp32 keys and values
+/// bit-exact with the host. Log-probs within the base test's tolerances.
+#[test]
+fn prefix_steps_match_the_cpu() {
+    for (dev, target) in targets("prefix_steps_match_the_cpu") {
+        for (cfg, q, wd, dtype) in [
+            (ModelConfig::tiny_llama(), 1usize, 0.0f32, DType::F32),
+            (ModelConfig::tiny_opt(), 2, 0.1, DType::F32),
+            (ModelConfig::tiny_llama3(), 1, 0.0, DType::Bf16),
+        ] {
+            let model = tiny(cfg);
+            let fam = FamilyConfig::Prefix { tokens: 3 };
+            let dist = Dist::Gaussian;
+            let what = format!("{dev}: {} q {q} wd {wd} {dtype}", model.config.model_type);
+            let mut gpu =
+                CudaBackend::new_seeded(&model, Some((&fam, dist)), 5, &opts(target, dtype, q))
+                    .unwrap();
+            let host = rounded(&model, dtype);
+            let family = zo::perturb::build(&fam, dist, &model, 5).unwrap();
+            let mut cpu = CpuBackend::with_family(host, family);
+            let (abs, rel) = match dtype {
+                DType::F32 => (F32_TOL, F32_TOL),
+                _ => (0.05, 0.02),
+            };
+            assert_state_equal(&gpu, &cpu, &format!("{what}: init"));
+            let ucfg = zo::perturb::UpdateConfig {
+                dist,
+                weight_decay: wd,
+                rule: Default::default(),
+            };
+            for step in 0..3u64 {
+                let seeds: Vec<u64> = [300 + step, 400 + step][..q].to_vec();
+                let plan = Plan::build(
+                    &examples(model.config.vocab_size as u32),
+                    &variants(&seeds, 1e-1),
+                )
+                .unwrap();
+                let g = gpu.score(&plan).unwrap().query_logprobs;
+                let c = cpu.score(&plan).unwrap().query_logprobs;
+                compare(&g, &c, abs, rel, &format!("{what}: step {step}"));
+                if step == 0 && dtype == DType::F32 {
+                    // The ±ε prefix must move the log-probs well past the tolerance, or the
+                    // comparison says nothing about the perturbed loads.
+                    let per = fam1::split(&plan, &c);
+                    let base = per.last().unwrap();
+                    for (v, lp) in per[..per.len() - 1].iter().enumerate() {
+                        let moved = lp
+                            .iter()
+                            .zip(base)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0f32, f32::max);
+                        assert!(moved > 10.0 * F32_TOL, "{what}: variant {v} moved {moved}");
+                    }
+                }
+                let rec = zo::perturb::StepRecord {
+                    step,
+                    seeds: seeds.clone(),
+                    grads: [3.0, -2.0][..q].to_vec(),
+                    lr: 1e-2,
+                    period_seed: None,
+                };
+                gpu.update(&rec, &ucfg).unwrap();
+                cpu.update(&rec, &ucfg).unwrap();
+                assert_state_equal(&gpu, &cpu, &format!("{what}: after step {step}"));
             }
         }
     }
@@ -508,6 +579,6 @@ fn a_cuda_run_replays_on_the_cpu_bit_for_bit() {
             cpu.family().unwrap().state_tensors(),
             "{dev}: training moved nothing"
         );
-        assert_lora_state_equal(&out.backend, &cpu, &format!("{dev}: replayed on the CPU"));
+        assert_state_equal(&out.backend, &cpu, &format!("{dev}: replayed on the CPU"));
     }
 }

@@ -18,11 +18,12 @@ pub fn refusal(
         None
         | Some(FamilyConfig::LowRank { .. })
         | Some(FamilyConfig::Lora { .. })
+        | Some(FamilyConfig::Prefix { .. })
         | Some(FamilyConfig::Dense { in_place: true }) => {}
         Some(other) => {
             return Some(format!(
-                "the {} family{} does not run on the CUDA backend yet (lowrank, lora and \
-                 in-place dense do)",
+                "the {} family{} does not run on the CUDA backend yet (lowrank, lora, prefix \
+                 and in-place dense do)",
                 other.name(),
                 if matches!(other, FamilyConfig::Dense { .. }) {
                     " with fused variants"

@@ -3,8 +3,8 @@
 //!
 //! Families on the GPU (decided by [`crate::backend::gpu_support::refusal`]): none
 //! (evaluation), lowrank (LoZO, LoZO-M) and lora (MeZO-LoRA) through the K-augmented GEMMs (see
-//! `weights.rs` and [`GpuAdapterFamily`]), and dense through in-place seeded perturbation
-//! (MeZO's +ε, −2ε, +ε) with the dense update. The device is a GPU or its CPU emulation
+//! `weights.rs` and [`GpuAdapterFamily`]), prefix (MeZO-prefix) through the attention kernel,
+//! and dense through in-place seeded perturbation (MeZO's +ε, −2ε, +ε) with the dense update. The device is a GPU or its CPU emulation
 //! ([`Target`]); the code is the same.
 
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use super::device::{CudaDevice, Target};
 use super::forward::{Forward, Workspace};
 use super::lora::GpuLora;
 use super::lowrank::GpuLowRank;
+use super::prefix::GpuPrefix;
 use super::weights::{AugSpec, DeviceModel, Source};
 use super::DType;
 use crate::backend::{Backend, Scores, ZoBackend};
@@ -27,6 +28,9 @@ pub(crate) enum GpuFamily {
     None,
     /// lowrank or lora: rides the K-augmented GEMMs.
     Adapter(Box<dyn GpuAdapterFamily>),
+    /// MeZO-prefix: trainable attention positions the attention kernel perturbs as it loads
+    /// them.
+    Prefix(Box<GpuPrefix>),
     /// In-place MeZO: θ itself is perturbed and updated.
     Dense {
         dist: Dist,
@@ -134,12 +138,19 @@ impl CudaBackend {
                 GpuLora::new(&dev, &model, cfg, dist, family_seed)?,
             )),
             Some((FamilyConfig::Dense { .. }, dist)) => GpuFamily::Dense { dist },
-            Some((other @ FamilyConfig::Prefix { .. }, _)) => {
-                return Err(Error::Unsupported(format!(
-                    "the {} family on the CUDA backend",
-                    other.name()
-                )))
-            }
+            Some((cfg @ FamilyConfig::Prefix { .. }, dist)) => match source {
+                Source::Host(m) => {
+                    GpuFamily::Prefix(Box::new(GpuPrefix::new(&dev, m, cfg, dist, family_seed)?))
+                }
+                // The initial prefix is scaled by the host weights (perturb::prefix).
+                Source::Synthetic { .. } => {
+                    return Err(Error::Unsupported(
+                        "the prefix family on synthetic device weights: its initial state is \
+                         scaled by the host weights; build the model on the host"
+                            .into(),
+                    ))
+                }
+            },
         };
         let inv_freq = match config.arch {
             crate::model::Arch::Llama => crate::backend::rope::rope_inv_freq(
@@ -171,6 +182,7 @@ impl CudaBackend {
         self.model.bytes()
             + match &self.family {
                 GpuFamily::Adapter(f) => f.bytes(),
+                GpuFamily::Prefix(p) => p.bytes(),
                 _ => 0,
             }
     }
@@ -201,6 +213,7 @@ impl CudaBackend {
     pub fn family_state(&self) -> Result<StateTensors> {
         match &self.family {
             GpuFamily::Adapter(f) => f.state_tensors(&self.dev),
+            GpuFamily::Prefix(p) => p.state_tensors(&self.dev),
             GpuFamily::None | GpuFamily::Dense { .. } => Ok(Vec::new()),
         }
     }
@@ -239,7 +252,7 @@ impl ZoBackend for CudaBackend {
                     f.begin_step(dev, model, step, period_seed)
                 })
             }
-            GpuFamily::None | GpuFamily::Dense { .. } => Ok(()),
+            GpuFamily::None | GpuFamily::Prefix(_) | GpuFamily::Dense { .. } => Ok(()),
         }
     }
 
@@ -265,6 +278,7 @@ impl CudaBackend {
         }
         match &mut self.family {
             GpuFamily::Adapter(f) => f.update(&self.dev, rec, cfg),
+            GpuFamily::Prefix(p) => p.update(&self.dev, rec, cfg),
             GpuFamily::Dense { dist } => {
                 super::dense::update(&self.dev, &self.model, *dist, rec, cfg)
             }

@@ -175,6 +175,10 @@ impl Forward<'_> {
                     .into(),
             ));
         }
+        let prefix = match &b.family {
+            GpuFamily::Prefix(p) => Some(p),
+            _ => None,
+        };
         let final_norm = b.model.final_norm.as_ref().ok_or_else(|| {
             Error::Unsupported("models without a final norm on the CUDA backend".into())
         })?;
@@ -216,7 +220,7 @@ impl Forward<'_> {
             max_pages: dp.max_pages,
             max_seqlen: dp.max_seq_len(),
         };
-        for layer in &b.model.layers {
+        for (li, layer) in b.model.layers.iter().enumerate() {
             // Attention block.
             let xa = ws.view("xa", t * layer.qkv.ld);
             region(dev, "norm", || {
@@ -246,7 +250,7 @@ impl Forward<'_> {
                 k_cache,
                 v_cache,
                 seqs,
-                prefix: None,
+                prefix: prefix.map(|p| p.layer(li, Some(pb.segs.segments()))),
                 scale: (c.head_dim as f64).powf(-0.5) as f32,
             };
             region(dev, "attention", || {

@@ -7,7 +7,8 @@
 //! Layout: `device/` the seam and its two devices; `kernels/` one checked launcher per kernel,
 //! one module per kernel family; `buffer` device buffers and views; `gemm` the checked GEMM;
 //! `weights` the model's layout on the device; `forward` a plan's forward pass; `lowrank`,
-//! `lora` (sharing `adapter_sites`) and `dense` the families; `backend` the backend itself.
+//! `lora` (sharing `adapter_sites`), `prefix` and `dense` the families; `backend` the backend
+//! itself.
 
 mod adapter_sites;
 mod backend;
@@ -20,6 +21,7 @@ pub mod kernels;
 mod lora;
 mod lowrank;
 mod params;
+mod prefix;
 pub mod profile;
 mod weights;
 

@@ -36,6 +36,7 @@ impl AugSpec {
 }
 
 /// Where the weights come from.
+#[derive(Clone, Copy)]
 pub enum Source<'a> {
     Host(&'a Model),
     /// [`Model::synthetic`] made in place on the device.
