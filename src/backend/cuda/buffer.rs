@@ -1,4 +1,5 @@
-//! Untyped device buffers tagged with their element type, and the init kernel that fills them.
+//! Device buffers tagged with their element type, the checked views launchers take, and the
+//! accounting of device memory.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,7 +193,7 @@ impl DBuf {
 
     /// Overwrites the first `host.len()` elements (an f32 buffer) from the host.
     pub fn write_f32(&mut self, dev: &CudaDevice, host: &[f32]) -> Result<()> {
-        if self.dtype != DType::F32 || host.len() > self.len {
+        if self.dtype != DType::F32 || host.len() > self.len || 4 * host.len() > self.mem.bytes {
             return Err(Error::Data(format!(
                 "writing {} f32 values into {self:?}",
                 host.len()
@@ -228,7 +229,11 @@ impl DBuf {
             range.start <= range.end && range.end <= self.len,
             "slice {range:?} of {self:?}"
         );
-        debug_assert!(self.mem.bytes >= self.bytes());
+        // `len` and `dtype` are public: a view must still lie inside the allocation.
+        assert!(
+            self.mem.bytes >= self.bytes(),
+            "{self:?} exceeds its allocation"
+        );
         View {
             ptr: self.at(range.start),
             dtype: self.dtype,

@@ -313,7 +313,7 @@ impl Forward<'_> {
             vocab: v,
             ld: v,
         };
-        candidate_logprobs(dev, logits, pb.queries.view(), None, out)?;
+        candidate_logprobs(dev, logits, pb.queries.slice(0..2 * nq), None, out)?;
         let query_logprobs = region(dev, "readback", || out.to_f32(dev))?;
         let examples = classification_scores(plan, &query_logprobs);
         Ok(Scores {
