@@ -241,6 +241,21 @@ fn mezo_lora(targets: Vec<zo::model::Slot>) -> FamilyConfig {
     }
 }
 
+/// Every perturbed variant of `plan` moves the log-probs `lp` by more than `min` from the base
+/// rows (the last variant), or comparing backends says nothing about the perturbation.
+fn assert_variants_move(plan: &Plan, lp: &[f32], min: f32, what: &str) {
+    let per = fam1::split(plan, lp);
+    let base = per.last().unwrap();
+    for (v, lp) in per[..per.len() - 1].iter().enumerate() {
+        let moved = lp
+            .iter()
+            .zip(base)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(moved > min, "{what}: variant {v} moved {moved}");
+    }
+}
+
 /// The family state of both backends, bit for bit (names, shapes and values).
 fn assert_state_equal(gpu: &CudaBackend, cpu: &CpuBackend, what: &str) {
     let g = gpu.family_state().unwrap();
@@ -334,16 +349,7 @@ fn lora_steps_match_the_cpu() {
                         // The perturbation must move the log-probs far beyond the f32 tolerance
                         // (it moves them by 0.16 to 0.75 here), or the comparison above proves
                         // nothing about the adapter columns.
-                        let per = fam1::split(&plan, &c);
-                        let base = per.last().unwrap();
-                        for (v, lp) in per[..per.len() - 1].iter().enumerate() {
-                            let moved = lp
-                                .iter()
-                                .zip(base)
-                                .map(|(a, b)| (a - b).abs())
-                                .fold(0.0f32, f32::max);
-                            assert!(moved > 100.0 * F32_TOL, "{what}: variant {v} moved {moved}");
-                        }
+                        assert_variants_move(&plan, &c, 100.0 * F32_TOL, &what);
                     }
                     let rec = zo::perturb::StepRecord {
                         step,
@@ -421,16 +427,7 @@ fn prefix_steps_match_the_cpu() {
                 if step == 0 && dtype == DType::F32 {
                     // The ±ε prefix must move the log-probs well past the tolerance, or the
                     // comparison says nothing about the perturbed loads.
-                    let per = fam1::split(&plan, &c);
-                    let base = per.last().unwrap();
-                    for (v, lp) in per[..per.len() - 1].iter().enumerate() {
-                        let moved = lp
-                            .iter()
-                            .zip(base)
-                            .map(|(a, b)| (a - b).abs())
-                            .fold(0.0f32, f32::max);
-                        assert!(moved > 10.0 * F32_TOL, "{what}: variant {v} moved {moved}");
-                    }
+                    assert_variants_move(&plan, &c, 10.0 * F32_TOL, &what);
                 }
                 let rec = zo::perturb::StepRecord {
                     step,

@@ -139,7 +139,8 @@ impl Forward<'_> {
             ("logits", DType::F32, s.rows * c.vocab_size),
             ("qlp", DType::F32, s.queries.max(1)),
         ];
-        for l in &b.model.layers {
+        // Every layer is laid out alike (one config), so the first sizes them all.
+        if let Some(l) = b.model.layers.first() {
             let (first, second) = mlp_pair(&l.mlp);
             need.extend([
                 ("xa", dt, s.t * l.qkv.ld),
