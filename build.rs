@@ -17,10 +17,19 @@ use std::process::Command;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(zo_kernels)");
     println!("cargo::rerun-if-changed=build.rs");
+    // The tests compile C clients of libzo with the cc crate, which needs the target triple.
+    let target = env::var("TARGET").expect("cargo sets TARGET");
+    println!("cargo::rustc-env=ZO_BUILD_TARGET={target}");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    println!("cargo::rerun-if-changed=csrc");
+    // csrc/include holds the C ABI's header, which the kernels do not include.
+    for entry in std::fs::read_dir("csrc").expect("csrc/ is readable") {
+        let path = entry.expect("csrc/ is readable").path();
+        if path.file_name().is_some_and(|n| n != "include") {
+            println!("cargo::rerun-if-changed={}", path.display());
+        }
+    }
     println!("cargo::rerun-if-env-changed=NVCC");
     println!("cargo::rerun-if-env-changed=ZO_REQUIRE_KERNELS");
 

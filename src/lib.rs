@@ -9,12 +9,14 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod ffi;
 pub mod io;
 mod matmul;
 pub mod model;
 pub mod perturb;
 pub mod plan;
 pub mod rng;
+pub mod session;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@ use crate::engine::checkpoint::{Checkpoint, DevPoint, SkippedStep};
 use crate::engine::config::TrainConfig;
 use crate::engine::divergence::DivergenceGuard;
 use crate::engine::estimator::estimate;
+use crate::engine::estimator::StepEstimate;
 use crate::engine::replay::{replay, ZoBackend};
 use crate::engine::schedule::lr_at;
 use crate::engine::seeds::{batch_indices, period_seed};
@@ -70,7 +71,7 @@ pub struct TrainOutcome<B> {
 }
 
 /// Per-step line of the metrics file.
-fn step_line(est: &crate::engine::estimator::StepEstimate, steps_per_s: f64) -> serde_json::Value {
+fn step_line(est: &StepEstimate, steps_per_s: f64) -> serde_json::Value {
     let mut v = json!({
         "type": "step",
         "step": est.record.step,
@@ -198,15 +199,7 @@ pub fn train<B: ZoBackend>(
     let mut last_dev = log.evals.last().map(|d| d.accuracy);
 
     let record_eval = |log: &mut Checkpoint, after: u64, acc: f64, loss: f64| {
-        let p = DevPoint {
-            after,
-            accuracy: acc,
-            loss,
-        };
-        if log.best.as_ref().is_none_or(|b| p.beats(b)) {
-            log.best = Some(p.clone());
-        }
-        log.evals.push(p);
+        log.record_dev(after, acc, loss);
         json!({"type": "eval", "split": "dev", "after": after, "accuracy": acc, "loss": loss})
     };
 
@@ -240,28 +233,12 @@ pub fn train<B: ZoBackend>(
         let step = log.completed;
         let ps = cfg.period().map(|nu| period_seed(cfg.seed, step, nu));
         backend.begin_step(step, ps)?;
-        let batch: Vec<TokenizedExample> =
-            batch_indices(cfg.data_seed, step, cfg.batch, data.train.len())
-                .into_iter()
-                .map(|i| data.train[i].clone())
-                .collect();
+        let batch = step_batch(cfg, &data.train, step);
         let est = estimate(&mut backend, cfg, step, ps, lr_at(cfg, step), &batch)?;
-        match &est.skipped {
-            None => {
-                backend.update(&est.record, &ucfg)?;
-                log.records.push(est.record.clone());
-            }
-            Some(reason) => {
-                bar.suspend(|| eprintln!("step {step}: skipped, {reason}"));
-                log.skipped.push(SkippedStep {
-                    step,
-                    seeds: est.record.seeds.clone(),
-                    period_seed: ps,
-                    reason: reason.clone(),
-                });
-            }
+        if let Some(reason) = &est.skipped {
+            bar.suspend(|| eprintln!("step {step}: skipped, {reason}"));
         }
-        log.completed += 1;
+        commit_step(&mut backend, &mut log, &est, &ucfg)?;
         let rate = (log.completed - first) as f64 / start.elapsed().as_secs_f64().max(1e-9);
         metrics.line(&step_line(&est, rate))?;
         if let Some(why) = guard.observe(step, est.loss()) {
@@ -327,6 +304,43 @@ pub fn train<B: ZoBackend>(
         test_accuracy_before,
         finished,
     })
+}
+
+/// The training batch of step `step`: a pure function of (data seed, step), so a resumed or
+/// replayed run sees the same batches.
+pub fn step_batch(
+    cfg: &TrainConfig,
+    train: &[TokenizedExample],
+    step: u64,
+) -> Vec<TokenizedExample> {
+    batch_indices(cfg.data_seed, step, cfg.batch, train.len())
+        .into_iter()
+        .map(|i| train[i].clone())
+        .collect()
+}
+
+/// Ends a scored step as training does: the update and its record, or (for a non-finite
+/// estimate) the logged skip; either way the step counts as completed.
+pub fn commit_step<B: ZoBackend + ?Sized>(
+    backend: &mut B,
+    log: &mut Checkpoint,
+    est: &StepEstimate,
+    ucfg: &crate::perturb::UpdateConfig,
+) -> Result<()> {
+    match &est.skipped {
+        None => {
+            backend.update(&est.record, ucfg)?;
+            log.records.push(est.record.clone());
+        }
+        Some(reason) => log.skipped.push(SkippedStep {
+            step: est.record.step,
+            seeds: est.record.seeds.clone(),
+            period_seed: est.record.period_seed,
+            reason: reason.clone(),
+        }),
+    }
+    log.completed += 1;
+    Ok(())
 }
 
 /// Rolls `log` back to the guard's last good step, saves it where the run checkpoints, and
@@ -522,6 +536,44 @@ pub fn cpu_backend(
     ))
 }
 
+/// A backend on `device` (resolved: not `Auto`) holding `base` and a freshly built family:
+/// the backend of a run, as a trait object for callers that pick the device at run time.
+pub fn open_backend(
+    base: &crate::model::Model,
+    cfg: &TrainConfig,
+    device: Device,
+) -> Result<Box<dyn ZoBackend + Send>> {
+    match device {
+        Device::Cpu => Ok(Box::new(cpu_backend(base, cfg)?)),
+        Device::Auto => Err(Error::Config(
+            "open_backend needs a resolved device (see resolve_device)".into(),
+        )),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dtype) | Device::Emulated(dtype) => {
+            use crate::backend::cuda::{CudaBackend, CudaOptions, Target};
+            let o = CudaOptions {
+                target: if matches!(device, Device::Emulated(_)) {
+                    Target::Emulated
+                } else {
+                    Target::Gpu(0)
+                },
+                dtype,
+                directions: cfg.q,
+            };
+            // The run seed initialises LoRA A as on the CPU, so the seed log replays there.
+            let b = CudaBackend::new_seeded(base, Some((&cfg.family, cfg.dist)), cfg.seed, &o)?;
+            Ok(Box::new(b))
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) | Device::Emulated(_) => Err(no_cuda()),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda() -> Error {
+    Error::Unsupported("this build of zo has no CUDA backend; rebuild with --features cuda".into())
+}
+
 /// `zo-run train`: everything from files on disk to files on disk, on the CPU backend.
 pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     cfg.validate()?;
@@ -581,16 +633,10 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     };
     let started = Instant::now();
     let device = resolve_device(run.device, cfg, run.progress)?;
-    let (log, test_accuracy_before, test_accuracy) = match device {
-        Device::Cuda(dt) => cuda_train(&base, cfg, dt, false, &data, &base_hash, log, &opts)?,
-        Device::Emulated(dt) => cuda_train(&base, cfg, dt, true, &data, &base_hash, log, &opts)?,
-        _ => {
-            let make = || cpu_backend(&base, cfg);
-            let o = train(&make, &data, cfg, &base_hash, log, &opts)?;
-            (o.log, o.test_accuracy_before, o.test_accuracy)
-        }
-    };
-    let log = &log;
+    let make = || open_backend(&base, cfg, device);
+    let o = train(&make, &data, cfg, &base_hash, log, &opts)?;
+    let (log, test_accuracy_before, test_accuracy) =
+        (&o.log, o.test_accuracy_before, o.test_accuracy);
     let before = log.evals.first().filter(|e| e.after == 0);
     let last = log.evals.last();
     Ok(TrainSummary {
@@ -614,49 +660,4 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         metrics: metrics.display().to_string(),
         curve: curve.is_file().then(|| curve.display().to_string()),
     })
-}
-
-#[cfg(feature = "cuda")]
-#[allow(clippy::too_many_arguments)]
-fn cuda_train(
-    base: &crate::model::Model,
-    cfg: &TrainConfig,
-    dtype: DType,
-    emulated: bool,
-    data: &TrainData,
-    base_hash: &str,
-    log: Checkpoint,
-    opts: &RunOptions,
-) -> Result<(Checkpoint, Option<f64>, Option<f64>)> {
-    use crate::backend::cuda::{CudaBackend, CudaOptions, Target};
-    let o = CudaOptions {
-        target: if emulated {
-            Target::Emulated
-        } else {
-            Target::Gpu(0)
-        },
-        dtype,
-        directions: cfg.q,
-    };
-    // The run seed initialises LoRA A as on the CPU, so the seed log replays there.
-    let make = || CudaBackend::new_seeded(base, Some((&cfg.family, cfg.dist)), cfg.seed, &o);
-    let out = train(&make, data, cfg, base_hash, log, opts)?;
-    Ok((out.log, out.test_accuracy_before, out.test_accuracy))
-}
-
-#[cfg(not(feature = "cuda"))]
-#[allow(clippy::too_many_arguments)]
-fn cuda_train(
-    _: &crate::model::Model,
-    _: &TrainConfig,
-    _: DType,
-    _: bool,
-    _: &TrainData,
-    _: &str,
-    _: Checkpoint,
-    _: &RunOptions,
-) -> Result<(Checkpoint, Option<f64>, Option<f64>)> {
-    Err(Error::Unsupported(
-        "this zo-run was built without the CUDA backend; rebuild with --features cuda".into(),
-    ))
 }

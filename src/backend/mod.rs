@@ -18,6 +18,10 @@ pub use zo_backend::ZoBackend;
 use crate::plan::{ExampleScore, Plan};
 use crate::Result;
 
+/// A family's trained state as named f32 tensors with their shapes (see
+/// [`crate::perturb::Family::state_tensors`]).
+pub type StateTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// What scoring a plan yields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {

@@ -104,6 +104,10 @@ impl ZoBackend for CpuBench {
     fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()> {
         self.inner.perturb_in_place(seed, scale, dist)
     }
+
+    fn family_state(&self) -> Result<crate::backend::StateTensors> {
+        self.inner.family_state()
+    }
 }
 
 /// Fastest of `reps` runs after one warm-up.

@@ -131,6 +131,10 @@ mod imp {
         fn perturb_in_place(&mut self, seed: u64, scale: f32, dist: Dist) -> Result<()> {
             self.inner.perturb_in_place(seed, scale, dist)
         }
+
+        fn family_state(&self) -> Result<crate::backend::StateTensors> {
+            self.inner.family_state()
+        }
     }
 
     impl BenchBackend for CudaBench {

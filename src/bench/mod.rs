@@ -103,6 +103,10 @@ impl ZoBackend for Timed<'_> {
         self.perturb_s += t.elapsed().as_secs_f64();
         Ok(())
     }
+
+    fn family_state(&self) -> Result<crate::backend::StateTensors> {
+        self.inner.family_state()
+    }
 }
 
 /// Timings of one step, seconds.

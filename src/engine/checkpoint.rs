@@ -93,6 +93,19 @@ impl Checkpoint {
         }
     }
 
+    /// Records a dev evaluation of the state after `after` steps, and keeps the best.
+    pub fn record_dev(&mut self, after: u64, accuracy: f64, loss: f64) {
+        let p = DevPoint {
+            after,
+            accuracy,
+            loss,
+        };
+        if self.best.as_ref().is_none_or(|b| p.beats(b)) {
+            self.best = Some(p.clone());
+        }
+        self.evals.push(p);
+    }
+
     /// Reads and checks a checkpoint; every failure names the file and what is wrong.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

@@ -88,6 +88,79 @@ fn variant_means(losses: &[f32], per_variant: usize, n_variants: usize) -> Resul
         .collect())
 }
 
+/// A step whose variants are scored in one packed plan (every estimator but MeZO's in-place
+/// schedule): what the forward must score, and what [`finish`] needs to turn the scores into
+/// the step's estimate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPlan {
+    pub step: u64,
+    pub period_seed: Option<u64>,
+    pub lr: f32,
+    /// Direction seeds, one per direction.
+    pub seeds: Vec<u64>,
+    /// The batch under every variant, variant-major.
+    pub plan: Plan,
+    /// Examples per variant.
+    pub batch: usize,
+}
+
+/// Packs step `step` of `cfg` on `batch`. Refuses MeZO's in-place schedule, whose forwards
+/// run between changes of the weights and so cannot share one plan.
+pub fn plan_step(
+    cfg: &TrainConfig,
+    step: u64,
+    period_seed: Option<u64>,
+    lr: f32,
+    batch: &[TokenizedExample],
+) -> Result<StepPlan> {
+    if cfg.in_place() {
+        return Err(Error::Unsupported(
+            "the in-place dense estimator perturbs the weights between its forwards, so its \
+             variants cannot be packed into one plan; use the fused dense family"
+                .into(),
+        ));
+    }
+    let seeds: Vec<u64> = (0..cfg.q)
+        .map(|d| direction_seed(cfg.seed, step, d))
+        .collect();
+    let vars = variants(&seeds, cfg.eps, cfg.one_sided);
+    Ok(StepPlan {
+        step,
+        period_seed,
+        lr,
+        plan: Plan::build(batch, &vars)?,
+        seeds,
+        batch: batch.len(),
+    })
+}
+
+/// The estimate of a packed step from its per-example losses (`plan.examples` order).
+pub fn finish(cfg: &TrainConfig, sp: &StepPlan, losses: &[f32]) -> Result<StepEstimate> {
+    let means = variant_means(losses, sp.batch, sp.plan.variants.len())?;
+    let (plus, minus, loss0) = if cfg.one_sided {
+        (means[..cfg.q].to_vec(), Vec::new(), Some(means[cfg.q]))
+    } else {
+        let plus = means.iter().step_by(2).copied().collect();
+        let minus = means.iter().skip(1).step_by(2).copied().collect();
+        (plus, minus, None)
+    };
+    let record = StepRecord {
+        step: sp.step,
+        seeds: sp.seeds.clone(),
+        grads: Vec::new(),
+        lr: sp.lr,
+        period_seed: sp.period_seed,
+    };
+    Ok(from_means(
+        cfg,
+        record,
+        plus,
+        minus,
+        loss0,
+        sp.plan.n_tokens(),
+    ))
+}
+
 /// Scores step `step` on `batch` and computes its projected gradients. Does not touch the
 /// trained state (in-place perturbations are undone by their own schedule), does not call
 /// `begin_step` and does not update.
@@ -99,43 +172,53 @@ pub fn estimate<B: ZoBackend + ?Sized>(
     lr: f32,
     batch: &[TokenizedExample],
 ) -> Result<StepEstimate> {
+    if !cfg.in_place() {
+        let sp = plan_step(cfg, step, period_seed, lr, batch)?;
+        let scores = backend.score(&sp.plan)?;
+        let l: Vec<f32> = scores.examples.iter().map(|e| e.loss).collect();
+        return finish(cfg, &sp, &l);
+    }
+    // MeZO's own schedule: θ+εZ, score, θ−εZ, score, back to θ, one direction at a time.
     let seeds: Vec<u64> = (0..cfg.q)
         .map(|d| direction_seed(cfg.seed, step, d))
         .collect();
     let n = batch.len();
-    let eps = cfg.eps;
-    let (mut plus, mut minus, mut loss0, mut tokens) = (Vec::new(), Vec::new(), None, 0);
-    if cfg.in_place() {
-        // MeZO's own schedule: θ+εZ, score, θ−εZ, score, back to θ, one direction at a time.
-        let plan = Plan::build(batch, &[Variant::BASE])?;
-        let [up, down, back] = in_place_scales(eps);
-        for &seed in &seeds {
-            backend.perturb_in_place(seed, up, cfg.dist)?;
-            let sp = backend.score(&plan)?;
-            backend.perturb_in_place(seed, down, cfg.dist)?;
-            let sm = backend.score(&plan)?;
-            backend.perturb_in_place(seed, back, cfg.dist)?;
-            let l: Vec<f32> = sp.examples.iter().map(|e| e.loss).collect();
-            plus.push(variant_means(&l, n, 1)?[0]);
-            let l: Vec<f32> = sm.examples.iter().map(|e| e.loss).collect();
-            minus.push(variant_means(&l, n, 1)?[0]);
-            tokens += 2 * plan.n_tokens();
-        }
-    } else {
-        let vars = variants(&seeds, eps, cfg.one_sided);
-        let plan = Plan::build(batch, &vars)?;
-        let scores = backend.score(&plan)?;
-        let l: Vec<f32> = scores.examples.iter().map(|e| e.loss).collect();
-        let means = variant_means(&l, n, vars.len())?;
-        tokens = plan.n_tokens();
-        if cfg.one_sided {
-            plus = means[..cfg.q].to_vec();
-            loss0 = Some(means[cfg.q]);
-        } else {
-            plus = means.iter().step_by(2).copied().collect();
-            minus = means.iter().skip(1).step_by(2).copied().collect();
-        }
+    let (mut plus, mut minus, mut tokens) = (Vec::new(), Vec::new(), 0);
+    let plan = Plan::build(batch, &[Variant::BASE])?;
+    let [up, down, back] = in_place_scales(cfg.eps);
+    for &seed in &seeds {
+        backend.perturb_in_place(seed, up, cfg.dist)?;
+        let sp = backend.score(&plan)?;
+        backend.perturb_in_place(seed, down, cfg.dist)?;
+        let sm = backend.score(&plan)?;
+        backend.perturb_in_place(seed, back, cfg.dist)?;
+        let l: Vec<f32> = sp.examples.iter().map(|e| e.loss).collect();
+        plus.push(variant_means(&l, n, 1)?[0]);
+        let l: Vec<f32> = sm.examples.iter().map(|e| e.loss).collect();
+        minus.push(variant_means(&l, n, 1)?[0]);
+        tokens += 2 * plan.n_tokens();
     }
+    let record = StepRecord {
+        step,
+        seeds,
+        grads: Vec::new(),
+        lr,
+        period_seed,
+    };
+    Ok(from_means(cfg, record, plus, minus, None, tokens))
+}
+
+/// g from the per-variant mean losses, the optimizer's coefficients into `record.grads`, and
+/// why the step must be skipped, if it must.
+fn from_means(
+    cfg: &TrainConfig,
+    mut record: StepRecord,
+    plus: Vec<f64>,
+    minus: Vec<f64>,
+    loss0: Option<f64>,
+    tokens: usize,
+) -> StepEstimate {
+    let eps = cfg.eps;
     let grads: Vec<f32> = match loss0 {
         Some(l0) => plus
             .iter()
@@ -169,21 +252,16 @@ pub fn estimate<B: ZoBackend + ?Sized>(
             .position(|g| !g.is_finite())
             .map(|d| format!("non-finite g for direction {}", d % cfg.q))
     };
-    Ok(StepEstimate {
-        record: StepRecord {
-            step,
-            seeds,
-            grads: coefficients,
-            lr,
-            period_seed,
-        },
+    record.grads = coefficients;
+    StepEstimate {
+        record,
         g: grads,
         loss_plus: plus,
         loss_minus: minus,
         loss0,
         skipped,
         tokens,
-    })
+    }
 }
 
 /// FZOO's normalized one-sided coefficients; all zero when the perturbed losses do not

@@ -59,6 +59,19 @@ pub fn export(
             model_dir.display()
         )));
     }
+    export_log(&log, base, &model_dir, out_dir, state, dtype)
+}
+
+/// Writes the state of `log` replayed onto `base` (loaded from `model_dir`, whose config and
+/// tokenizer files are copied) to `out_dir`.
+pub fn export_log(
+    log: &Checkpoint,
+    base: crate::model::Model,
+    model_dir: &Path,
+    out_dir: &Path,
+    state: ExportState,
+    dtype: ImportDtype,
+) -> Result<ExportReport> {
     let after = match state {
         ExportState::Best => log.best.as_ref().map_or(log.completed, |b| b.after),
         ExportState::Last => log.completed,
@@ -69,7 +82,7 @@ pub fn export(
     let (model, family) = backend.into_parts();
     let family = family.expect("cpu_backend attaches a family");
     let merged = family.merged(&model)?;
-    let mut files = save_hf(&merged, &model_dir, out_dir, dtype)?;
+    let mut files = save_hf(&merged, model_dir, out_dir, dtype)?;
     drop(merged);
 
     let any: &dyn std::any::Any = family.as_ref();
@@ -87,7 +100,7 @@ pub fn export(
         let st = adapter_dir.join("adapter_model.safetensors");
         write_safetensors(&st, &named, ImportDtype::F32)?;
         files.push(st);
-        let base = std::fs::canonicalize(&model_dir).unwrap_or_else(|_| model_dir.clone());
+        let base = std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
         let cfg = lora.peft_config_json(&base.display().to_string());
         let path = adapter_dir.join("adapter_config.json");
         let json = serde_json::to_vec_pretty(&cfg).expect("JSON values serialize");

@@ -185,12 +185,26 @@ pub fn seeded_axpy(
     terms: &[(u64, f32)],
     decay: Option<f32>,
 ) {
+    let flat = tensors
+        .into_iter()
+        .map(|t| (t.tensor_id, t.decay, t.data))
+        .collect();
+    seeded_axpy_flat(flat, role, dist, terms, decay)
+}
+
+/// [`seeded_axpy`] on `(tensor id, decayed, elements)` triples: tensors that are not the
+/// model's (a caller's own weights through the C ABI).
+pub fn seeded_axpy_flat(
+    tensors: Vec<(u32, bool, &mut [f32])>,
+    role: u32,
+    dist: Dist,
+    terms: &[(u64, f32)],
+    decay: Option<f32>,
+) {
     let chunks: Vec<(u32, bool, u64, &mut [f32])> = tensors
         .into_iter()
-        .flat_map(|t| {
-            let (id, decay) = (t.tensor_id, t.decay);
-            t.data
-                .chunks_mut(UPDATE_CHUNK)
+        .flat_map(|(id, decay, data)| {
+            data.chunks_mut(UPDATE_CHUNK)
                 .enumerate()
                 .map(move |(i, c)| (id, decay, (i * UPDATE_CHUNK) as u64, c))
         })
@@ -214,7 +228,7 @@ pub fn seeded_axpy(
 }
 
 /// What [`seeded_axpy`] applies for one step record.
-pub(crate) struct UpdateTerms {
+pub struct UpdateTerms {
     /// `(seed_d, c_d)` with `c_d = -(lr·g_d) / q`, in direction order.
     pub terms: Vec<(u64, f32)>,
     /// `lr·wd`; None when `wd == 0`, so θ is then untouched bit for bit.
@@ -222,7 +236,7 @@ pub(crate) struct UpdateTerms {
 }
 
 /// Checks a step record against the family's distribution and returns its update terms.
-pub(crate) fn update_terms(
+pub fn update_terms(
     family: &str,
     rec: &StepRecord,
     cfg: &UpdateConfig,

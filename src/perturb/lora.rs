@@ -208,6 +208,20 @@ impl Lora {
     }
 }
 
+/// The full HF module name of a Linear: `model.layers.0.self_attn.q_proj` (Llama),
+/// `model.decoder.layers.0.fc1` or `model.decoder.project_in` (OPT).
+pub fn hf_module_path(arch: Arch, site: Site) -> String {
+    let stem = match arch {
+        Arch::Llama => "model",
+        Arch::Opt => "model.decoder",
+    };
+    let module = hf_module(arch, site.slot);
+    match site.layer {
+        Some(l) => format!("{stem}.layers.{l}.{module}"),
+        None => format!("{stem}.{module}"),
+    }
+}
+
 /// The HF module path of a slot inside a decoder layer.
 fn hf_module(arch: Arch, slot: Slot) -> &'static str {
     match (arch, slot) {

@@ -46,7 +46,7 @@ pub struct CudaBackend {
 }
 
 /// Named f32 tensors with their shapes, as `Family::state_tensors` gives them.
-pub type StateTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+pub use crate::backend::StateTensors;
 
 /// What to build a CUDA backend from.
 pub struct CudaOptions {
@@ -265,6 +265,10 @@ impl ZoBackend for CudaBackend {
         super::profile::region(&self.dev, "perturb_in_place", || {
             super::dense::perturb_in_place(&self.dev, &self.model, seed, scale, dist)
         })
+    }
+
+    fn family_state(&self) -> Result<StateTensors> {
+        CudaBackend::family_state(self)
     }
 }
 

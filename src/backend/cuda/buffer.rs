@@ -77,6 +77,23 @@ impl std::fmt::Debug for View<'_> {
     }
 }
 
+impl<'a> View<'a> {
+    /// A view of `len` elements of `dtype` at device address `ptr` in memory zo does not own
+    /// (the C ABI's kernel level: the caller's buffers). It owns and frees nothing.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len·size` lies in memory of the device the view is launched on, aligned
+    /// for `dtype`, and stays valid for `'a`.
+    pub unsafe fn external(ptr: u64, dtype: DType, len: usize) -> View<'a> {
+        View {
+            ptr,
+            dtype,
+            len,
+            _buf: PhantomData,
+        }
+    }
+}
+
 impl View<'_> {
     pub fn ptr(&self) -> u64 {
         self.ptr

@@ -35,7 +35,7 @@ pub(super) struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     module: OnceLock<Arc<CudaModule>>,
-    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
     /// (kernel, bytes) pairs whose dynamic shared memory limit has been raised.
     smem_opt_in: Mutex<HashSet<(&'static str, u32)>>,
     gemm: OnceLock<Gemm>,
@@ -106,7 +106,7 @@ impl Gpu {
     }
 
     /// The kernel `name` from the embedded module (looked up once, then cached).
-    fn function(&self, name: &'static str) -> Result<CudaFunction> {
+    fn function(&self, name: &str) -> Result<CudaFunction> {
         let mut cache = self
             .functions
             .lock()
@@ -120,7 +120,7 @@ impl Gpu {
             .map_err(cuda_err(format!(
                 "kernel {name} not in the embedded fatbin"
             )))?;
-        cache.insert(name, f.clone());
+        cache.insert(name.to_string(), f.clone());
         Ok(f)
     }
 
@@ -139,6 +139,51 @@ impl Gpu {
                 bytes as i32,
             )
             .map_err(cuda_err(format!("allowing {bytes} bytes of shared memory for {name}")))?;
+        }
+        Ok(())
+    }
+
+    /// Launches `name` on `stream`, a stream of this GPU's context.
+    ///
+    /// # Safety
+    /// As [`DeviceApi::launch`], and `stream` is a live stream of this context (or NULL).
+    pub(super) unsafe fn launch_on(
+        &self,
+        stream: cudarc::driver::sys::CUstream,
+        name: &'static str,
+        dims: LaunchDims,
+        params: *const c_void,
+        ptrs: &[u64],
+    ) -> Result<()> {
+        let f = self.function(name)?;
+        self.allow_smem(name, &f, dims.smem)?;
+        self.bind()?;
+        // cuLaunchKernel reads each argument through a pointer to it: the params struct, then
+        // each device address (which lives in `ptrs` for the duration of the call).
+        let mut args: Vec<*mut c_void> = Vec::with_capacity(1 + ptrs.len());
+        args.push(params as *mut c_void);
+        args.extend(ptrs.iter().map(|p| p as *const u64 as *mut c_void));
+        // SAFETY: the argument list matches the kernel's signature (the caller's contract).
+        unsafe {
+            result::launch_kernel(
+                f.cu_function(),
+                dims.grid,
+                dims.block,
+                dims.smem,
+                stream,
+                &mut args,
+            )
+        }
+        .map_err(cuda_err(format!("launching {name}")))
+    }
+
+    /// Loads the module and resolves every kernel in it now, so that later launches make no
+    /// module calls (which a CUDA graph capture would refuse).
+    pub(super) fn load_kernels(&self) -> Result<()> {
+        self.bind()?;
+        // Into the cache the launches read, so a captured launch finds its function there.
+        for name in zo_emu::kernel_names() {
+            self.function(&name)?;
         }
         Ok(())
     }
@@ -222,26 +267,8 @@ impl DeviceApi for Gpu {
         _params_size: usize,
         ptrs: &[u64],
     ) -> Result<()> {
-        let f = self.function(name)?;
-        self.allow_smem(name, &f, dims.smem)?;
-        self.bind()?;
-        // cuLaunchKernel reads each argument through a pointer to it: the params struct, then
-        // each device address (which lives in `ptrs` for the duration of the call).
-        let mut args: Vec<*mut c_void> = Vec::with_capacity(1 + ptrs.len());
-        args.push(params as *mut c_void);
-        args.extend(ptrs.iter().map(|p| p as *const u64 as *mut c_void));
-        // SAFETY: the argument list matches the kernel's signature (the caller's contract).
-        unsafe {
-            result::launch_kernel(
-                f.cu_function(),
-                dims.grid,
-                dims.block,
-                dims.smem,
-                self.stream.cu_stream(),
-                &mut args,
-            )
-        }
-        .map_err(cuda_err(format!("launching {name}")))
+        // SAFETY: the caller's contract.
+        unsafe { self.launch_on(self.stream.cu_stream(), name, dims, params, ptrs) }
     }
 
     unsafe fn gemm(
@@ -262,6 +289,10 @@ impl DeviceApi for Gpu {
         self.bind()?;
         // SAFETY: upheld by the caller.
         unsafe { gemm.run(shape, x, w, y, bias) }
+    }
+
+    fn prepare(&self) -> Result<()> {
+        self.load_kernels()
     }
 
     fn synchronize(&self) -> Result<()> {

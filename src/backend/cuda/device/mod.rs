@@ -16,6 +16,7 @@
 mod cublaslt;
 mod emu;
 mod gpu;
+mod stream;
 
 use std::ffi::c_void;
 
@@ -95,6 +96,11 @@ pub(crate) trait DeviceApi: Send + Sync {
         bias: Option<u64>,
     ) -> Result<()>;
     fn synchronize(&self) -> Result<()>;
+    /// Makes every later launch a plain enqueue: loads and resolves the kernels ahead (a GPU),
+    /// nothing to do (emulation).
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Which device to open.
@@ -134,6 +140,28 @@ impl CudaDevice {
             imp: Box::new(gpu::Gpu::new(ordinal)?),
             emulated: false,
         })
+    }
+
+    /// GPU `ordinal` launching on the caller's `stream` (a `CUstream` of the GPU's primary
+    /// context; NULL is the legacy default stream): the device of the C ABI's kernel level.
+    /// Launches are enqueued and return; the device allocates, copies and synchronises
+    /// nothing (those calls fail), so its launches can be captured into a CUDA graph. The
+    /// context and module are opened once per GPU and shared by every such device.
+    ///
+    /// # Safety
+    /// `stream` is NULL or a live stream of that context, and stays alive while the device
+    /// launches on it.
+    pub unsafe fn on_stream(ordinal: usize, stream: *mut c_void) -> Result<CudaDevice> {
+        Ok(CudaDevice {
+            imp: Box::new(stream::OnStream::new(ordinal, stream)?),
+            emulated: false,
+        })
+    }
+
+    /// Loads and resolves every kernel now, so that later launches only enqueue work (a CUDA
+    /// graph capture refuses module loads). Launches do this themselves when needed.
+    pub fn prepare(&self) -> Result<()> {
+        self.imp.prepare()
     }
 
     pub fn open(target: Target) -> Result<CudaDevice> {

@@ -35,32 +35,41 @@ pub fn pack_launch_config(out: usize, width: usize) -> LaunchDims {
     LaunchDims::linear(grid, ZO_PACK_THREADS)
 }
 
-/// A plan's segments on the device with each segment's direction and the plan's direction
-/// seeds (see [`crate::perturb::adapter::segment_directions`]); uploaded once per plan and
-/// shared by every shrink, pack and prefix attention of its forward.
-pub struct DeviceSegments {
-    n_segs: usize,
-    dirs: usize,
-    /// ZoSegment records as 32-bit words.
-    segs: DBuf,
-    seg_dir: DBuf,
-    /// u64 seeds as (lo, hi) words.
-    seeds: DBuf,
+/// Where a plan's segment tables sit in one buffer of 32-bit words: the `ZoSegment` records
+/// (six words each), then each segment's direction index (one word), then, from an even word
+/// so that the pack's 8-byte loads are aligned, the direction seeds as (lo, hi) words. The C
+/// ABI documents this layout for tables its callers keep in their own memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentTable {
+    pub n_segs: usize,
+    pub dirs: usize,
 }
 
-impl std::fmt::Debug for DeviceSegments {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceSegments")
-            .field("segments", &self.n_segs)
-            .field("dirs", &self.dirs)
-            .finish_non_exhaustive()
+impl SegmentTable {
+    pub fn new(n_segs: usize, dirs: usize) -> Result<SegmentTable> {
+        fits_u32(n_segs, "segments")?;
+        fits_u32(dirs, "directions")?;
+        Ok(SegmentTable { n_segs, dirs })
     }
-}
 
-impl DeviceSegments {
-    /// Uploads `segs` (sorted, disjoint) with the direction of each: the position of its seed
-    /// in `dir_seeds`.
-    pub fn upload(dev: &CudaDevice, segs: &[Segment], dir_seeds: &[u64]) -> Result<Self> {
+    /// Word offset of the direction indices.
+    pub fn seg_dir_at(&self) -> usize {
+        6 * self.n_segs
+    }
+
+    /// Word offset of the seeds.
+    pub fn seeds_at(&self) -> usize {
+        (7 * self.n_segs).next_multiple_of(2)
+    }
+
+    pub fn words(&self) -> usize {
+        self.seeds_at() + 2 * self.dirs
+    }
+
+    /// The table of `segs` (sorted, disjoint) with the direction of each: the position of its
+    /// seed in `dir_seeds`.
+    pub fn fill(segs: &[Segment], dir_seeds: &[u64]) -> Result<Vec<u32>> {
+        let t = SegmentTable::new(segs.len(), dir_seeds.len())?;
         let dirs = crate::perturb::adapter::segment_directions(segs, dir_seeds)?;
         for w in segs.windows(2) {
             if w[1].rows.start < w[0].rows.end {
@@ -73,41 +82,91 @@ impl DeviceSegments {
         if let Some(s) = segs.last() {
             fits_u32(s.rows.end, "segment end row")?;
         }
-        // Never a zero-length allocation; the counts say how much is meaningful.
         let mut words = segment_words(segs);
-        words.resize(words.len().max(6), 0);
-        let mut dv = dirs;
-        dv.resize(dv.len().max(1), 0);
-        let mut sv: Vec<u32> = dir_seeds
-            .iter()
-            .flat_map(|&x| [x as u32, (x >> 32) as u32])
-            .collect();
-        sv.resize(sv.len().max(2), 0);
+        words.extend(dirs);
+        words.resize(t.seeds_at(), 0);
+        words.extend(dir_seeds.iter().flat_map(|&x| [x as u32, (x >> 32) as u32]));
+        debug_assert_eq!(words.len(), t.words());
+        Ok(words)
+    }
+}
+
+/// A plan's segments on the device with each segment's direction and the plan's direction
+/// seeds (see [`crate::perturb::adapter::segment_directions`]), laid out as a
+/// [`SegmentTable`]: uploaded once per plan and shared by every shrink, pack and prefix
+/// attention of its forward, or a table in the caller's memory.
+pub struct DeviceSegments {
+    table: SegmentTable,
+    /// Device address of the table.
+    ptr: u64,
+    /// The allocation behind `ptr` when uploaded.
+    _buf: Option<DBuf>,
+}
+
+impl std::fmt::Debug for DeviceSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSegments")
+            .field("segments", &self.table.n_segs)
+            .field("dirs", &self.table.dirs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceSegments {
+    /// Uploads `segs` (sorted, disjoint) with the direction of each: the position of its seed
+    /// in `dir_seeds`.
+    pub fn upload(dev: &CudaDevice, segs: &[Segment], dir_seeds: &[u64]) -> Result<Self> {
+        let mut words = SegmentTable::fill(segs, dir_seeds)?;
+        // Never a zero-length copy; the counts say how much is meaningful.
+        words.resize(words.len().max(2), 0);
+        let buf = DBuf::from_words(dev, &words)?;
         Ok(DeviceSegments {
-            n_segs: segs.len(),
-            dirs: dir_seeds.len(),
-            segs: DBuf::from_words(dev, &words)?,
-            seg_dir: DBuf::from_words(dev, &dv)?,
-            seeds: DBuf::from_words(dev, &sv)?,
+            table: SegmentTable::new(segs.len(), dir_seeds.len())?,
+            ptr: buf.ptr(),
+            _buf: Some(buf),
         })
     }
 
+    /// A table of `table.words()` words that the caller laid out at device address `ptr`
+    /// (8-byte aligned). The kernels read its entries as given: a row range or direction index
+    /// out of place gives wrong values, never an access outside the table.
+    ///
+    /// # Safety
+    /// `ptr` holds the whole table, on the device the launches run on, for as long as the
+    /// value is used.
+    pub unsafe fn external(ptr: u64, table: SegmentTable) -> DeviceSegments {
+        DeviceSegments {
+            table,
+            ptr,
+            _buf: None,
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.n_segs
+        self.table.n_segs
     }
 
     pub fn is_empty(&self) -> bool {
-        self.n_segs == 0
+        self.table.n_segs == 0
     }
 
     /// Directions of the plan (q).
     pub fn dirs(&self) -> usize {
-        self.dirs
+        self.table.dirs
     }
 
     /// The segments as the attention kernel reads them (the prefix family's perturbation).
     pub fn segments(&self) -> View<'_> {
-        self.segs.slice(0..6 * self.n_segs)
+        // SAFETY: the first 6·n_segs words of the table, which lives as long as self.
+        unsafe { View::external(self.ptr, DType::F32, 6 * self.table.n_segs) }
+    }
+
+    fn seg_dir(&self) -> u64 {
+        self.ptr + 4 * self.table.seg_dir_at() as u64
+    }
+
+    fn seeds(&self) -> u64 {
+        self.ptr + 4 * self.table.seeds_at() as u64
     }
 }
 
@@ -142,11 +201,12 @@ fn check_site(site: &AugSite, what: &str) -> Result<()> {
 
 /// The plan's directions must fit the site's direction sub-blocks.
 fn check_dirs(what: &str, site: &AugSite, segs: &DeviceSegments) -> Result<()> {
-    if segs.dirs > site.dirs {
+    if segs.dirs() > site.dirs {
         return Err(Error::Data(format!(
             "{what}: the site has {} direction sub-blocks but the segments name {} directions; \
              lay the weights out for at least the estimator's q",
-            site.dirs, segs.dirs
+            site.dirs,
+            segs.dirs()
         )));
     }
     Ok(())
@@ -202,7 +262,7 @@ pub fn shrink(
         col0: site.col0 as u32,
         rank: site.rank as u32,
         dirs: site.dirs as u32,
-        n_segs: segs.n_segs as u32,
+        n_segs: segs.len() as u32,
         family: family_code(site.family),
         live: site.live as u32,
         dist: dist_code(site.dist),
@@ -215,7 +275,7 @@ pub fn shrink(
         scale: site.scale,
         scale_exp: site.scale_exp,
     };
-    let ptrs = [x.ptr(), factor.ptr(), segs.segs.ptr(), segs.seg_dir.ptr()];
+    let ptrs = [x.ptr(), factor.ptr(), segs.ptr, segs.seg_dir()];
     // SAFETY: (ZoShrinkParams, T* x, const float* factor, const ZoSegment* segs, const u32*
     // seg_dir); the checks above keep every access inside x (rows × ld), factor (rank × k) and
     // the n_segs segments and directions.
@@ -267,7 +327,7 @@ pub fn pack(
         row0: row0 as u32,
         col0: site.col0 as u32,
         rank: site.rank as u32,
-        dirs: segs.dirs as u32,
+        dirs: segs.dirs() as u32,
         family: family_code(site.family),
         dist: dist_code(site.dist),
         tensor: site.tensor_id,
@@ -279,9 +339,9 @@ pub fn pack(
     unsafe {
         dev.launch(
             typed("zo_adapter_pack", w.dtype),
-            pack_launch_config(out, site.rank * (segs.dirs + 1)),
+            pack_launch_config(out, site.rank * (segs.dirs() + 1)),
             &p,
-            &[w.ptr(), state.ptr(), segs.seeds.ptr()],
+            &[w.ptr(), state.ptr(), segs.seeds()],
         )
     }
 }

@@ -89,23 +89,29 @@ pub enum LeftFactor {
     RowMajor,
 }
 
-/// One step's `(seed_d, coef_d)` pairs on the device, shared by every tensor's update.
+/// The kernels' record of one direction.
+pub fn update_dir(seed: u64, coef: f32) -> ZoUpdateDir {
+    ZoUpdateDir {
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+        coef,
+        reserved: 0,
+    }
+}
+
+/// One step's `(seed_d, coef_d)` pairs on the device as `ZoUpdateDir` records, shared by
+/// every tensor's update: uploaded, or a table in the caller's memory.
 pub struct UpdateDirs {
-    buf: DBuf,
+    /// Device address of the records.
+    ptr: u64,
     n: usize,
+    /// The allocation behind `ptr` when uploaded.
+    _buf: Option<DBuf>,
 }
 
 impl UpdateDirs {
     pub fn upload(dev: &CudaDevice, terms: &[(u64, f32)]) -> Result<UpdateDirs> {
-        let mut v: Vec<ZoUpdateDir> = terms
-            .iter()
-            .map(|&(seed, coef)| ZoUpdateDir {
-                seed_lo: seed as u32,
-                seed_hi: (seed >> 32) as u32,
-                coef,
-                reserved: 0,
-            })
-            .collect();
+        let mut v: Vec<ZoUpdateDir> = terms.iter().map(|&(s, c)| update_dir(s, c)).collect();
         check_u32("directions", v.len())?;
         let n = v.len();
         v.resize(n.max(1), ZoUpdateDir::default());
@@ -113,10 +119,23 @@ impl UpdateDirs {
             .iter()
             .flat_map(|d| [d.seed_lo, d.seed_hi, d.coef.to_bits(), d.reserved])
             .collect();
+        let buf = DBuf::from_words(dev, &words)?;
         Ok(UpdateDirs {
-            buf: DBuf::from_words(dev, &words)?,
+            ptr: buf.ptr(),
             n,
+            _buf: Some(buf),
         })
+    }
+
+    /// `n` records that the caller laid out at device address `ptr` (4-byte aligned; never
+    /// read when `n` is 0).
+    ///
+    /// # Safety
+    /// `ptr` holds `n` records, on the device the launches run on, for as long as the value
+    /// is used.
+    pub unsafe fn external(ptr: u64, n: usize) -> Result<UpdateDirs> {
+        check_u32("directions", n)?;
+        Ok(UpdateDirs { ptr, n, _buf: None })
     }
 
     pub fn len(&self) -> usize {
@@ -166,7 +185,7 @@ pub fn seeded_axpy(
             typed("zo_seeded_axpy", theta.dtype),
             axpy_launch_config(shape.rows * shape.cols),
             &p,
-            &[theta.ptr(), dirs.buf.ptr()],
+            &[theta.ptr(), dirs.ptr],
         )
     }
 }
@@ -236,7 +255,7 @@ pub fn lowrank_bank_update(
                     "zo_lowrank_momentum",
                     axpy_launch_config(n),
                     &p,
-                    &[bank.ptr(), mom.ptr(), dirs.buf.ptr()],
+                    &[bank.ptr(), mom.ptr(), dirs.ptr],
                 )
             }
         }
