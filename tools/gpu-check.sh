@@ -7,7 +7,8 @@
 #   tools/gpu-check.sh TESTS_DIR BEFORE_ZO_RUN AFTER_ZO_RUN OUT_DIR
 #
 # TESTS_DIR   test binaries built here (cargo test --release --features cuda --no-run, then
-#             copy target/release/deps/<test>-<hash> without the .d files)
+#             copy target/release/deps/<test>-<hash> without the .d files, and libzo.so:
+#             the C ABI's tests build their C clients against the libzo.so beside them)
 # BEFORE_ZO_RUN / AFTER_ZO_RUN   zo-run built from the commit before and after the change
 # ARCHS       archs to bench (default: smollm2-135m opt-1.3b); STEPS / WARMUP default 10 / 4
 #
@@ -25,7 +26,7 @@ WARMUP=${WARMUP:-4}
 
 failed=0
 for t in "$tests"/*; do
-    [[ -x "$t" && ! -d "$t" ]] || continue
+    [[ -x "$t" && ! -d "$t" && $t != *.so ]] || continue
     echo "== $(basename "$t")" >>"$out/tests.log"
     if ! "$t" --test-threads 1 >>"$out/tests.log" 2>&1; then
         echo "FAILED: $(basename "$t")" | tee -a "$out/summary.txt"
