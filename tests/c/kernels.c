@@ -7,27 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zo.h"
-
-#define CHECK(call)                                                                           \
-    do {                                                                                      \
-        zo_status s_ = (call);                                                                \
-        if (s_ != ZO_OK) {                                                                    \
-            fprintf(stderr, "%s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call,                 \
-                    zo_status_name(s_), zo_last_error());                                     \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
-#define EXPECT(cond, ...)                                                                     \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                     \
-            fprintf(stderr, "\n");                                                            \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
+#include "check.h"
 
 /* A refused call: the named status and a message. */
 static void refused(zo_status got, zo_status want, const char *what) {

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zo.h"
+#include "check.h"
 
 /* The driver API as cuda.h declares it on 64-bit hosts, for the few entry points used. */
 typedef int CUresult;
@@ -65,26 +65,6 @@ static const char *cu_name(CUresult r) {
         if (r_ != CUDA_SUCCESS) {                                                             \
             fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call,         \
                     cu_name(r_), r_);                                                         \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
-#define CHECK(call)                                                                           \
-    do {                                                                                      \
-        zo_status s_ = (call);                                                                \
-        if (s_ != ZO_OK) {                                                                    \
-            fprintf(stderr, "%s:%d: %s: %s: %s\n", __FILE__, __LINE__, #call,                 \
-                    zo_status_name(s_), zo_last_error());                                     \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
-#define EXPECT(cond, ...)                                                                     \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                     \
-            fprintf(stderr, "\n");                                                            \
             exit(1);                                                                          \
         }                                                                                     \
     } while (0)

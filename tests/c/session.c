@@ -21,30 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zo.h"
-
-#define CHECK(call)                                                                    \
-    do {                                                                               \
-        zo_status st_ = (call);                                                        \
-        if (st_ != ZO_OK) {                                                            \
-            fprintf(stderr, "%s:%d: %s failed: %s: %s\n", __FILE__, __LINE__, #call,   \
-                    zo_status_name(st_), zo_last_error());                             \
-            exit(1);                                                                   \
-        }                                                                              \
-    } while (0)
-
-/* A call that must fail with `want` and leave a message. */
-#define EXPECT(want, call)                                                             \
-    do {                                                                               \
-        zo_status st_ = (call);                                                        \
-        if (st_ != (want) || zo_last_error()[0] == '\0') {                             \
-            fprintf(stderr, "%s:%d: %s gave %s (\"%s\"), expected %s with a message\n",  \
-                    __FILE__, __LINE__, #call, zo_status_name(st_), zo_last_error(),   \
-                    #want);                                                            \
-            exit(1);                                                                   \
-        }                                                                              \
-        printf("ok %-24s %s\n", #want, zo_last_error());                               \
-    } while (0)
+#include "check.h"
 
 #define MAX_Q 64
 
@@ -94,7 +71,7 @@ static zo_session *open_session(const struct run *r) {
 static uint64_t total_steps(zo_session *s) {
     /* The config's step count, read back from the session's own JSON. */
     size_t need = 0;
-    EXPECT(ZO_ERR_BUFFER_TOO_SMALL, zo_session_config_json(s, NULL, 0, &need));
+    EXPECT_STATUS(ZO_ERR_BUFFER_TOO_SMALL, zo_session_config_json(s, NULL, 0, &need));
     char *json = malloc(need);
     CHECK(zo_session_config_json(s, json, need, NULL));
     const char *at = strstr(json, "\"steps\":");
@@ -314,10 +291,10 @@ static void run_errors(const struct run *r) {
     zo_session_params p = zo_session_default_params();
     zo_session *s = NULL;
 
-    EXPECT(ZO_ERR_NULL, zo_session_open(NULL, &s));
-    EXPECT(ZO_ERR_NULL, zo_session_open(&p, &s)); /* no model_path */
+    EXPECT_STATUS(ZO_ERR_NULL, zo_session_open(NULL, &s));
+    EXPECT_STATUS(ZO_ERR_NULL, zo_session_open(&p, &s)); /* no model_path */
     p.model_path = "/nonexistent/zo-model";
-    EXPECT(ZO_ERR_IO, zo_session_open(&p, &s));
+    EXPECT_STATUS(ZO_ERR_IO, zo_session_open(&p, &s));
     if (s != NULL) {
         fprintf(stderr, "a failed open left a handle\n");
         exit(1);
@@ -325,71 +302,71 @@ static void run_errors(const struct run *r) {
     zo_session_params stale = zo_session_default_params();
     stale.struct_size -= sizeof(void *);
     stale.model_path = r->model;
-    EXPECT(ZO_ERR_STRUCT_SIZE, zo_session_open(&stale, &s));
+    EXPECT_STATUS(ZO_ERR_STRUCT_SIZE, zo_session_open(&stale, &s));
     p.model_path = r->model;
     p.config_json = "{\"steps\": 3}";
-    EXPECT(ZO_ERR_CONFIG, zo_session_open(&p, &s));
+    EXPECT_STATUS(ZO_ERR_CONFIG, zo_session_open(&p, &s));
     p.config_json = NULL;
     p.device = 42;
-    EXPECT(ZO_ERR_ARGUMENT, zo_session_open(&p, &s));
+    EXPECT_STATUS(ZO_ERR_ARGUMENT, zo_session_open(&p, &s));
 
     zo_step_result res = zo_step_result_default();
     zo_plan plan = zo_plan_default();
     zo_eval_result ev;
-    EXPECT(ZO_ERR_NULL, zo_session_step(NULL, &res));
-    EXPECT(ZO_ERR_NULL, zo_step_begin(NULL, &plan));
-    EXPECT(ZO_ERR_NULL, zo_session_evaluate(NULL, ZO_SPLIT_DEV, &ev));
+    EXPECT_STATUS(ZO_ERR_NULL, zo_session_step(NULL, &res));
+    EXPECT_STATUS(ZO_ERR_NULL, zo_step_begin(NULL, &plan));
+    EXPECT_STATUS(ZO_ERR_NULL, zo_session_evaluate(NULL, ZO_SPLIT_DEV, &ev));
     /* A handle of another kind (here: a pointer to something that is not a session). */
     uint64_t not_a_session[8] = {0};
-    EXPECT(ZO_ERR_ARGUMENT, zo_session_step((zo_session *)not_a_session, &res));
+    EXPECT_STATUS(ZO_ERR_ARGUMENT, zo_session_step((zo_session *)not_a_session, &res));
 
     s = open_session(r);
-    EXPECT(ZO_ERR_ARGUMENT, zo_session_evaluate(s, 7, &ev));
-    EXPECT(ZO_ERR_IO, zo_session_load_task(s, "/nonexistent/zo-data"));
+    EXPECT_STATUS(ZO_ERR_ARGUMENT, zo_session_evaluate(s, 7, &ev));
+    EXPECT_STATUS(ZO_ERR_IO, zo_session_load_task(s, "/nonexistent/zo-data"));
 
     /* Examples that do not fit the model. */
     uint32_t prompt[2] = {1, 2}, cands[2] = {4, 5000000};
     size_t offsets[3] = {0, 1, 2};
     zo_example bad = {prompt, 2, cands, offsets, 2, 0};
-    EXPECT(ZO_ERR_DATA, zo_session_add_examples(s, ZO_SPLIT_DEV, &bad, 1));
+    EXPECT_STATUS(ZO_ERR_DATA, zo_session_add_examples(s, ZO_SPLIT_DEV, &bad, 1));
     cands[1] = 5;
     bad.gold = 2;
-    EXPECT(ZO_ERR_DATA, zo_session_add_examples(s, ZO_SPLIT_DEV, &bad, 1));
+    EXPECT_STATUS(ZO_ERR_DATA, zo_session_add_examples(s, ZO_SPLIT_DEV, &bad, 1));
     bad.gold = 0;
     size_t backwards[3] = {0, 2, 1};
     bad.candidate_offsets = backwards;
-    EXPECT(ZO_ERR_ARGUMENT, zo_session_add_examples(s, ZO_SPLIT_DEV, &bad, 1));
+    EXPECT_STATUS(ZO_ERR_ARGUMENT, zo_session_add_examples(s, ZO_SPLIT_DEV, &bad, 1));
 
     /* The scheduler's calls out of order, then a step that recovers from bad scores. */
     zo_step_scores sc = zo_step_scores_default();
-    EXPECT(ZO_ERR_STATE, zo_step_end(s, &sc, &res));
-    EXPECT(ZO_ERR_STATE, zo_step_skip(s, NULL));
+    EXPECT_STATUS(ZO_ERR_STATE, zo_step_end(s, &sc, &res));
+    EXPECT_STATUS(ZO_ERR_STATE, zo_step_skip(s, NULL));
     CHECK(zo_step_begin(s, &plan));
-    EXPECT(ZO_ERR_STATE, zo_step_begin(s, &plan));
-    EXPECT(ZO_ERR_STATE, zo_session_step(s, &res));
-    EXPECT(ZO_ERR_STATE, zo_session_load_task(s, r->data));
+    EXPECT_STATUS(ZO_ERR_STATE, zo_step_begin(s, &plan));
+    EXPECT_STATUS(ZO_ERR_STATE, zo_session_step(s, &res));
+    EXPECT_STATUS(ZO_ERR_STATE, zo_session_load_task(s, r->data));
     float *lp = malloc(plan.n_queries * sizeof(float));
-    EXPECT(ZO_ERR_BUFFER_TOO_SMALL, zo_session_score(s, lp, plan.n_queries - 1));
+    EXPECT_STATUS(ZO_ERR_BUFFER_TOO_SMALL, zo_session_score(s, lp, plan.n_queries - 1));
     CHECK(zo_session_score(s, lp, plan.n_queries));
-    EXPECT(ZO_ERR_ARGUMENT, zo_step_end(s, &sc, &res)); /* no scores */
+    EXPECT_STATUS(ZO_ERR_ARGUMENT, zo_step_end(s, &sc, &res)); /* no scores */
     sc.query_logprobs = lp;
     sc.n_query_logprobs = plan.n_queries - 1;
-    EXPECT(ZO_ERR_SHAPE, zo_step_end(s, &sc, &res));
+    EXPECT_STATUS(ZO_ERR_SHAPE, zo_step_end(s, &sc, &res));
     sc.n_query_logprobs = plan.n_queries;
     float keep = lp[0];
     lp[0] = NAN;
-    EXPECT(ZO_ERR_NOT_FINITE, zo_step_end(s, &sc, &res));
+    EXPECT_STATUS(ZO_ERR_NOT_FINITE, zo_step_end(s, &sc, &res));
     lp[0] = keep;
     zo_step_scores stale_sc = sc;
     stale_sc.struct_size = 8;
-    EXPECT(ZO_ERR_STRUCT_SIZE, zo_step_end(s, &stale_sc, &res));
+    EXPECT_STATUS(ZO_ERR_STRUCT_SIZE, zo_step_end(s, &stale_sc, &res));
     double small[1];
     res.capacity = 0;
     res.loss_plus = small;
-    EXPECT(ZO_ERR_BUFFER_TOO_SMALL, zo_step_end(s, &sc, &res));
+    EXPECT_STATUS(ZO_ERR_BUFFER_TOO_SMALL, zo_step_end(s, &sc, &res));
     res = zo_step_result_default();
     CHECK(zo_step_end(s, &sc, &res)); /* the step was still begun: it ends now */
-    EXPECT(ZO_ERR_STATE, zo_step_end(s, &sc, &res));
+    EXPECT_STATUS(ZO_ERR_STATE, zo_step_end(s, &sc, &res));
     free(lp);
     uint64_t done = 0;
     CHECK(zo_session_steps_done(s, &done));
@@ -397,19 +374,19 @@ static void run_errors(const struct run *r) {
         fprintf(stderr, "expected one step done, got %llu\n", (unsigned long long)done);
         exit(1);
     }
-    EXPECT(ZO_ERR_STATE, zo_session_resume(s, "/nonexistent/ck.json"));
-    EXPECT(ZO_ERR_IO, zo_session_save(s, "/nonexistent/dir/ck.json"));
-    EXPECT(ZO_ERR_ARGUMENT, zo_session_export(s, "/tmp/unused", 9, ZO_DTYPE_F32));
+    EXPECT_STATUS(ZO_ERR_STATE, zo_session_resume(s, "/nonexistent/ck.json"));
+    EXPECT_STATUS(ZO_ERR_IO, zo_session_save(s, "/nonexistent/dir/ck.json"));
+    EXPECT_STATUS(ZO_ERR_ARGUMENT, zo_session_export(s, "/tmp/unused", 9, ZO_DTYPE_F32));
     zo_session_free(s);
 
     /* A resume from a file that is not a checkpoint. */
     s = open_session(r);
-    EXPECT(ZO_ERR_IO, zo_session_resume(s, "/nonexistent/ck.json"));
-    EXPECT(ZO_ERR_FORMAT, zo_session_resume(s, r->config));
+    EXPECT_STATUS(ZO_ERR_IO, zo_session_resume(s, "/nonexistent/ck.json"));
+    EXPECT_STATUS(ZO_ERR_FORMAT, zo_session_resume(s, r->config));
     zo_session_free(s);
     zo_session_free(NULL);
 
-    EXPECT(ZO_ERR_INTERNAL, zo_debug_panic());
+    EXPECT_STATUS(ZO_ERR_INTERNAL, zo_debug_panic());
     CHECK(zo_abi_version() == ZO_ABI_VERSION ? ZO_OK : ZO_ERR_INTERNAL);
     printf("errors: all refused as expected\n");
 }
