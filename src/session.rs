@@ -13,8 +13,9 @@
 //! The C ABI's session and scheduler levels (`crate::ffi`) are thin wrappers over this type.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use crate::backend::ZoBackend;
+use crate::backend::{StateTensors, ZoBackend};
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::config::TrainConfig;
 use crate::engine::estimator::{estimate, finish, plan_step, StepEstimate, StepPlan};
@@ -95,6 +96,9 @@ pub struct Session {
     backend: Box<dyn ZoBackend + Send>,
     log: Checkpoint,
     pending: Option<StepPlan>,
+    /// The family's state as last read back from the backend, until the state changes: an
+    /// engine asks for every site's factors of every variant between two updates.
+    state: OnceLock<StateTensors>,
 }
 
 impl std::fmt::Debug for Session {
@@ -148,6 +152,7 @@ impl Session {
             backend,
             log,
             pending: None,
+            state: OnceLock::new(),
         })
     }
 
@@ -317,6 +322,7 @@ impl Session {
             .cfg
             .period()
             .map(|nu| period_seed(self.cfg.seed, step, nu));
+        self.state = OnceLock::new();
         self.backend.begin_step(step, ps)?;
         Ok((step, ps))
     }
@@ -324,9 +330,19 @@ impl Session {
     /// Applies (or logs as skipped) a scored step and ends it.
     fn commit(&mut self, est: &StepEstimate) -> Result<()> {
         let ucfg = self.cfg.update_config();
+        self.state = OnceLock::new();
         commit_step(&mut self.backend, &mut self.log, est, &ucfg)?;
         self.pending = None;
         Ok(())
+    }
+
+    /// The family's trained state, read back from the backend once per state.
+    fn family_state(&self) -> Result<&StateTensors> {
+        if let Some(s) = self.state.get() {
+            return Ok(s);
+        }
+        let s = self.backend.family_state()?;
+        Ok(self.state.get_or_init(|| s))
     }
 
     /// One whole step, as the training loop runs it. A non-finite estimate is logged as a
@@ -507,6 +523,7 @@ impl Session {
             ck.completed,
         )?;
         self.backend = backend;
+        self.state = OnceLock::new();
         self.log = Checkpoint {
             config: self.cfg.clone(),
             model_dir: self.log.model_dir.clone(),
@@ -593,7 +610,7 @@ impl Session {
         }
         let site = self.adapter_site(index)?;
         let name = crate::perturb::lowrank::site_name(site.site);
-        let state = self.backend.family_state()?;
+        let state = self.family_state()?;
         let find = |suffix: &str| {
             state
                 .iter()
