@@ -30,6 +30,27 @@ pub struct TokenizedExample {
     pub gold: usize,
 }
 
+/// Sequence `s` attends to the first `len` rows of sequence `parent` before its own rows, as
+/// if they were its own first rows: a shared prompt whose keys and values are computed once.
+/// The parent is an earlier sequence of the same plan and variant with no context of its own;
+/// the child's positions continue from `len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqContext {
+    pub parent: u32,
+    pub len: u32,
+}
+
+/// How [`Plan::build`] lays out an example with multi-token candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// The prompt is one sequence and every candidate a child reading its keys and values
+    /// ([`SeqContext`]): the prompt is computed once per variant.
+    SharedPrompt,
+    /// Every candidate is its own sequence, prompt + candidate (what an engine without shared
+    /// KV pages runs).
+    PerCandidate,
+}
+
 /// log p(token | prefix up to and including packed row `row`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query {
@@ -55,6 +76,8 @@ pub struct Plan {
     pub cu_seqlens: Vec<u32>,
     /// Variant index of each sequence.
     pub seq_variant: Vec<u32>,
+    /// Each sequence's shared context, if any; empty when no sequence has one.
+    pub seq_context: Vec<Option<SeqContext>>,
     pub variants: Vec<Variant>,
     pub queries: Vec<Query>,
     pub examples: Vec<ExampleGroup>,
@@ -73,6 +96,16 @@ impl Plan {
         self.cu_seqlens[s] as usize..self.cu_seqlens[s + 1] as usize
     }
 
+    /// The context sequence `s` reads before its own rows.
+    pub fn context(&self, s: usize) -> Option<SeqContext> {
+        self.seq_context.get(s).copied().flatten()
+    }
+
+    /// Whether any sequence reads a shared context.
+    pub fn has_contexts(&self) -> bool {
+        self.seq_context.iter().any(Option::is_some)
+    }
+
     /// Distinct packed rows that need logits, ascending.
     pub fn scoring_rows(&self) -> Vec<u32> {
         let mut rows: Vec<u32> = self.queries.iter().map(|q| q.row).collect();
@@ -85,9 +118,19 @@ impl Plan {
     /// sequences are contiguous (the segments the fused kernels expect).
     ///
     /// Single-token candidates are all scored from one sequence (the prompt) at its last row.
-    /// Otherwise each candidate gets its own sequence, prompt + candidate, scored at the rows
-    /// that predict each candidate token.
+    /// Otherwise the prompt is one sequence and each candidate a child sequence reading the
+    /// prompt's keys and values ([`Sharing::SharedPrompt`]), scored at the rows that predict
+    /// each candidate token; the prompt's last row predicts every candidate's first token.
     pub fn build(examples: &[TokenizedExample], variants: &[Variant]) -> Result<Plan> {
+        Plan::build_with(examples, variants, Sharing::SharedPrompt)
+    }
+
+    /// [`Plan::build`] with the layout of multi-token candidates chosen.
+    pub fn build_with(
+        examples: &[TokenizedExample],
+        variants: &[Variant],
+        sharing: Sharing,
+    ) -> Result<Plan> {
         if variants.is_empty() {
             return Err(Error::Data("plan needs at least one variant".into()));
         }
@@ -98,24 +141,45 @@ impl Plan {
         };
         for (vi, _) in variants.iter().enumerate() {
             for (ei, ex) in examples.iter().enumerate() {
-                plan.push_example(ei, ex, vi as u32)?;
+                plan.push_example(ei, ex, vi as u32, sharing)?;
             }
         }
         Ok(plan)
     }
 
     fn push_seq(&mut self, toks: impl Iterator<Item = u32>, variant: u32) -> u32 {
+        self.push_child(toks, variant, None)
+    }
+
+    /// Appends a sequence; with a context its positions start after the context's rows.
+    fn push_child(
+        &mut self,
+        toks: impl Iterator<Item = u32>,
+        variant: u32,
+        context: Option<SeqContext>,
+    ) -> u32 {
         let start = self.tokens.len() as u32;
+        let first = context.map_or(0, |c| c.len);
         for (p, t) in toks.enumerate() {
             self.tokens.push(t);
-            self.positions.push(p as u32);
+            self.positions.push(first + p as u32);
         }
         self.cu_seqlens.push(self.tokens.len() as u32);
         self.seq_variant.push(variant);
+        if context.is_some() || !self.seq_context.is_empty() {
+            self.seq_context.resize(self.seq_variant.len() - 1, None);
+            self.seq_context.push(context);
+        }
         start
     }
 
-    fn push_example(&mut self, index: usize, ex: &TokenizedExample, variant: u32) -> Result<()> {
+    fn push_example(
+        &mut self,
+        index: usize,
+        ex: &TokenizedExample,
+        variant: u32,
+        sharing: Sharing,
+    ) -> Result<()> {
         if ex.prompt.is_empty() {
             return Err(Error::Data(format!("example {index}: empty prompt")));
         }
@@ -142,6 +206,33 @@ impl Plan {
                     token: c[0],
                 });
                 ranges.push(q..q + 1);
+            }
+        } else if sharing == Sharing::SharedPrompt {
+            let parent = self.n_seqs() as u32;
+            let start = self.push_seq(ex.prompt.iter().copied(), variant);
+            let last = start + ex.prompt.len() as u32 - 1;
+            let context = SeqContext {
+                parent,
+                len: ex.prompt.len() as u32,
+            };
+            for c in &ex.candidates {
+                let q = self.queries.len() as u32;
+                self.queries.push(Query {
+                    row: last,
+                    token: c[0],
+                });
+                if c.len() > 1 {
+                    // The child feeds every candidate token but the last (which predicts
+                    // nothing scored); its row j predicts token j + 1.
+                    let child = self.push_child(c[..c.len() - 1].iter().copied(), variant, Some(context));
+                    for (j, &t) in c[1..].iter().enumerate() {
+                        self.queries.push(Query {
+                            row: child + j as u32,
+                            token: t,
+                        });
+                    }
+                }
+                ranges.push(q..self.queries.len() as u32);
             }
         } else {
             for c in &ex.candidates {
@@ -255,7 +346,12 @@ mod tests {
                 eps: 1e-3,
             },
         ];
-        let p = Plan::build(&[ex(&[1, 2], &[&[3, 4], &[5]], 0)], &v).unwrap();
+        let p = Plan::build_with(
+            &[ex(&[1, 2], &[&[3, 4], &[5]], 0)],
+            &v,
+            Sharing::PerCandidate,
+        )
+        .unwrap();
         // Per variant: [1,2,3] and [1,2].
         assert_eq!(p.tokens, vec![1, 2, 3, 1, 2, 1, 2, 3, 1, 2]);
         assert_eq!(p.seq_variant, vec![0, 0, 1, 1]);
@@ -269,6 +365,41 @@ mod tests {
         );
         assert_eq!(p.examples[1].variant, 1);
         assert_eq!(p.examples[1].candidates, vec![3..5, 5..6]);
+    }
+
+    #[test]
+    fn multi_token_candidates_read_the_shared_prompt() {
+        let v = [
+            Variant {
+                seed: 1,
+                sign: 1,
+                eps: 1e-3,
+            },
+            Variant {
+                seed: 1,
+                sign: -1,
+                eps: 1e-3,
+            },
+        ];
+        let p = Plan::build(&[ex(&[1, 2], &[&[3, 4, 6], &[5]], 0)], &v).unwrap();
+        // Per variant: the prompt [1,2], then the child [3,4] of the three-token candidate;
+        // the one-token candidate is scored from the prompt alone.
+        assert_eq!(p.tokens, vec![1, 2, 3, 4, 1, 2, 3, 4]);
+        assert_eq!(p.positions, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+        assert_eq!(p.cu_seqlens, vec![0, 2, 4, 6, 8]);
+        assert_eq!(p.seq_variant, vec![0, 0, 1, 1]);
+        let ctx = |parent| Some(SeqContext { parent, len: 2 });
+        assert_eq!(p.seq_context, vec![None, ctx(0), None, ctx(2)]);
+        assert_eq!(
+            &p.queries[..4],
+            &[
+                Query { row: 1, token: 3 },
+                Query { row: 2, token: 4 },
+                Query { row: 3, token: 6 },
+                Query { row: 1, token: 5 },
+            ]
+        );
+        assert_eq!(p.examples[1].candidates, vec![4..7, 7..8]);
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::sync::OnceLock;
 use crate::backend::{StateTensors, ZoBackend};
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::config::TrainConfig;
-use crate::engine::estimator::{estimate, finish, plan_step, StepEstimate, StepPlan};
+use crate::engine::estimator::{
+    estimate, finish, plan_step, plan_step_with, StepEstimate, StepPlan,
+};
 use crate::engine::export::{export_log, ExportReport, ExportState};
 use crate::engine::hash::{examples_hash, model_hash};
 use crate::engine::replay::replay;
@@ -29,7 +31,7 @@ use crate::io::gguf::ImportDtype;
 use crate::io::tokenizer::Tokenizer;
 use crate::model::{Model, Param, Site};
 use crate::perturb::{role, FamilyConfig, LowRankScale};
-use crate::plan::{classification_scores, TokenizedExample, Variant};
+use crate::plan::{classification_scores, TokenizedExample, Variant, Sharing};
 use crate::train::{commit_step, open_backend, resolve_device, step_batch, Device, TrainData};
 use crate::{Error, Result};
 
@@ -366,7 +368,8 @@ impl Session {
         let (step, ps) = self.start_step()?;
         let batch = step_batch(&self.cfg, &self.data.train, step);
         let lr = lr_at(&self.cfg, step);
-        let sp = plan_step(&self.cfg, step, ps, lr, &batch)?;
+        // The caller's engine runs this plan, so every sequence is whole: no shared contexts.
+        let sp = plan_step_with(&self.cfg, step, ps, lr, &batch, Sharing::PerCandidate)?;
         Ok(self.pending.insert(sp))
     }
 

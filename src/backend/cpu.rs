@@ -7,12 +7,15 @@
 
 #[doc(hidden)]
 pub mod attention;
+mod decode;
 #[doc(hidden)]
 pub mod ops;
 
 use rayon::prelude::*;
 
-use self::attention::{causal_attention, causal_attention_with_prefix, AttnShape, LayerPrefixes};
+use self::attention::{
+    causal_attention, causal_attention_with_prefix, AttnShape, LayerPrefixes, PrefixKv,
+};
 use crate::backend::{Backend, Scores};
 use crate::matmul::matmul_wt;
 use crate::model::{Arch, Layer, Linear, Mlp, Model, Norm, NormSite, Site, Slot};
@@ -121,6 +124,13 @@ impl Backend for CpuBackend {
     fn score(&self, plan: &Plan) -> Result<Scores> {
         self.score_split(plan).map(|(s, _)| s)
     }
+
+    fn decoder<'a>(
+        &'a self,
+        batch: crate::backend::decode::DecodeBatch,
+    ) -> Result<Box<dyn crate::backend::decode::Decoder + 'a>> {
+        Ok(Box::new(decode::CpuDecoder::new(self, batch)?))
+    }
 }
 
 impl CpuBackend {
@@ -179,7 +189,14 @@ struct Pass<'a> {
     pert: Option<&'a dyn Perturbation>,
     /// Perturbed row ranges of the plan (empty without a family).
     segs: Vec<Segment>,
+    /// Decoding: the keys and values sequence `s` continues at layer `l` (its earlier rows).
+    cache: Option<&'a CacheRead<'a>>,
+    /// Decoding: where each layer's keys and values of this pass's rows are left.
+    written: Option<std::sync::Mutex<Vec<(Vec<f32>, Vec<f32>)>>>,
 }
+
+/// `(sequence, layer) → (keys, values)` of the rows a sequence has already been fed.
+pub(crate) type CacheRead<'a> = dyn Fn(usize, usize) -> (&'a [f32], &'a [f32]) + Sync + 'a;
 
 impl<'a> Pass<'a> {
     fn new(backend: &'a CpuBackend, plan: &'a Plan) -> Self {
@@ -194,6 +211,18 @@ impl<'a> Pass<'a> {
                 Vec::new()
             },
             pert,
+            cache: None,
+            written: None,
+        }
+    }
+
+    /// A pass that continues cached sequences and keeps its own keys and values.
+    fn continuing(backend: &'a CpuBackend, plan: &'a Plan, cache: &'a CacheRead<'a>) -> Self {
+        let layers = backend.model.layers.len();
+        Pass {
+            cache: Some(cache),
+            written: Some(std::sync::Mutex::new(vec![Default::default(); layers])),
+            ..Pass::new(backend, plan)
         }
     }
 
@@ -372,13 +401,60 @@ impl<'a> Pass<'a> {
         let prefixes = self
             .pert
             .and_then(|p| LayerPrefixes::new(p, li, &self.segs));
-        let a = match &prefixes {
-            Some(px) => causal_attention_with_prefix(&q, &k, &v, cu, shape, scale, |s| {
-                px.at_row(cu[s] as usize)
-            }),
-            None => causal_attention(&q, &k, &v, cu, shape, scale),
+        let kv_width = c.num_kv_heads * hd;
+        let a = if self.plan.has_contexts() || self.cache.is_some() {
+            let leading = self.leading_kv(li, &k, &v, kv_width, prefixes.as_ref());
+            causal_attention_with_prefix(&q, &k, &v, cu, shape, scale, |s| {
+                leading[s].as_ref().map(|(k, v)| PrefixKv { k, v })
+            })
+        } else {
+            match &prefixes {
+                Some(px) => causal_attention_with_prefix(&q, &k, &v, cu, shape, scale, |s| {
+                    px.at_row(cu[s] as usize)
+                }),
+                None => causal_attention(&q, &k, &v, cu, shape, scale),
+            }
         };
+        if let Some(out) = &self.written {
+            out.lock().expect("kv sink is never poisoned")[li] = (k, v);
+        }
         self.linear(&a, &layer.o, Site::layer(li, Slot::O))
+    }
+
+    /// What each sequence attends to before its own rows, in order: the family's prefix, the
+    /// rows of a cache it continues, and the rows of a shared context sequence.
+    fn leading_kv(
+        &self,
+        li: usize,
+        k: &[f32],
+        v: &[f32],
+        kv_width: usize,
+        prefixes: Option<&LayerPrefixes>,
+    ) -> Vec<Option<(Vec<f32>, Vec<f32>)>> {
+        let plan = self.plan;
+        (0..plan.n_seqs())
+            .map(|s| {
+                let start = plan.cu_seqlens[s] as usize;
+                let mut lk = Vec::new();
+                let mut lv = Vec::new();
+                if let Some(p) = prefixes.and_then(|px| px.at_row(start)) {
+                    lk.extend_from_slice(p.k);
+                    lv.extend_from_slice(p.v);
+                }
+                if let Some(cache) = self.cache {
+                    let (ck, cv) = cache(s, li);
+                    lk.extend_from_slice(ck);
+                    lv.extend_from_slice(cv);
+                }
+                if let Some(c) = plan.context(s) {
+                    let p0 = plan.cu_seqlens[c.parent as usize] as usize;
+                    let rows = p0 * kv_width..(p0 + c.len as usize) * kv_width;
+                    lk.extend_from_slice(&k[rows.clone()]);
+                    lv.extend_from_slice(&v[rows]);
+                }
+                (!lk.is_empty()).then_some((lk, lv))
+            })
+            .collect()
     }
 
     fn mlp(&self, x: &[f32], layer: &Layer, li: usize) -> Vec<f32> {

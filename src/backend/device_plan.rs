@@ -57,6 +57,13 @@ impl DevicePlan {
                 plan.cu_seqlens.last()
             )));
         }
+        if plan.has_contexts() {
+            return Err(Error::Unsupported(
+                "the CUDA backend does not read shared contexts yet; build the plan with \
+                 Sharing::PerCandidate"
+                    .into(),
+            ));
+        }
         let mut max_pages = 1;
         for s in 0..n_seqs {
             max_pages = max_pages.max(plan.seq_range(s).len().div_ceil(PAGE_SIZE));

@@ -4,6 +4,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod decode;
 pub mod device_plan;
 mod dtype;
 pub mod gpu_support;
@@ -33,4 +34,12 @@ pub struct Scores {
 pub trait Backend {
     fn name(&self) -> &'static str;
     fn score(&self, plan: &Plan) -> Result<Scores>;
+    /// A decoder over this backend's current weights (see [`decode`]).
+    fn decoder<'a>(&'a self, batch: decode::DecodeBatch) -> Result<Box<dyn decode::Decoder + 'a>> {
+        let _ = batch;
+        Err(crate::Error::Unsupported(format!(
+            "the {} backend does not decode",
+            self.name()
+        )))
+    }
 }

@@ -107,6 +107,52 @@ fn forward_inputs_for(plan: &Plan, c: &crate::model::ModelConfig, perturbable: b
             )));
         }
     }
+    contexts(plan)
+}
+
+/// Shared contexts: each names an earlier sequence of the same variant that has none of its
+/// own, and at most its length in rows.
+fn contexts(plan: &Plan) -> Result<()> {
+    if plan.seq_context.is_empty() {
+        return Ok(());
+    }
+    let n = plan.n_seqs();
+    if plan.seq_context.len() != n {
+        return Err(data(format!(
+            "seq_context has {} entries for {n} sequences",
+            plan.seq_context.len()
+        )));
+    }
+    let variant = |s: usize| plan.seq_variant.get(s).copied().unwrap_or(0);
+    for (s, c) in plan.seq_context.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let p = c.parent as usize;
+        if p >= s {
+            return Err(data(format!(
+                "sequence {s} reads the context of sequence {p}; a context must be an earlier \
+                 sequence"
+            )));
+        }
+        if plan.context(p).is_some() {
+            return Err(data(format!(
+                "sequence {s} reads sequence {p}, which reads a context itself"
+            )));
+        }
+        if variant(p) != variant(s) {
+            return Err(data(format!(
+                "sequence {s} (variant {}) reads the context of sequence {p} (variant {})",
+                variant(s),
+                variant(p)
+            )));
+        }
+        let plen = plan.seq_range(p).len();
+        if c.len == 0 || c.len as usize > plen {
+            return Err(data(format!(
+                "sequence {s} reads {} rows of sequence {p}, which has {plen}",
+                c.len
+            )));
+        }
+    }
     Ok(())
 }
 

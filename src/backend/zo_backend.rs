@@ -27,6 +27,13 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn score(&self, plan: &crate::plan::Plan) -> Result<super::Scores> {
         (**self).score(plan)
     }
+
+    fn decoder<'a>(
+        &'a self,
+        batch: super::decode::DecodeBatch,
+    ) -> Result<Box<dyn super::decode::Decoder + 'a>> {
+        (**self).decoder(batch)
+    }
 }
 
 impl<B: ZoBackend + ?Sized> ZoBackend for Box<B> {

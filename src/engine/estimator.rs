@@ -16,7 +16,7 @@ use super::config::{Optimizer, TrainConfig};
 use super::replay::{in_place_scales, ZoBackend};
 use super::seeds::direction_seed;
 use crate::perturb::StepRecord;
-use crate::plan::{Plan, TokenizedExample, Variant};
+use crate::plan::{Plan, Sharing, TokenizedExample, Variant};
 use crate::{Error, Result};
 
 /// One step's estimate: the record to apply (when not skipped) and the losses behind it.
@@ -113,6 +113,19 @@ pub fn plan_step(
     lr: f32,
     batch: &[TokenizedExample],
 ) -> Result<StepPlan> {
+    plan_step_with(cfg, step, period_seed, lr, batch, Sharing::SharedPrompt)
+}
+
+/// [`plan_step`] with the layout of multi-token candidates chosen: an engine that runs the
+/// plan itself and has no shared KV pages takes [`Sharing::PerCandidate`].
+pub fn plan_step_with(
+    cfg: &TrainConfig,
+    step: u64,
+    period_seed: Option<u64>,
+    lr: f32,
+    batch: &[TokenizedExample],
+    sharing: Sharing,
+) -> Result<StepPlan> {
     if cfg.in_place() {
         return Err(Error::Unsupported(
             "the in-place dense estimator perturbs the weights between its forwards, so its \
@@ -128,7 +141,7 @@ pub fn plan_step(
         step,
         period_seed,
         lr,
-        plan: Plan::build(batch, &vars)?,
+        plan: Plan::build_with(batch, &vars, sharing)?,
         seeds,
         batch: batch.len(),
     })
