@@ -17,6 +17,7 @@ fn plan(vocab: u32) -> Plan {
                 .collect(),
             candidates: vec![vec![11], vec![12]],
             gold: (i % 2) as usize,
+            answers: Vec::new(),
         })
         .collect();
     Plan::build(&examples, &[Variant::BASE]).expect("bench plan")

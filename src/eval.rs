@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::data::{load_split, resolve_task, tokenize_examples};
+use crate::data::{answer_metrics, load_split, resolve_task, tokenize_within, TaskKind};
+use crate::engine::objective::{Generator, Judge, Objective};
+use crate::generate::{Completion, GenerateStats};
 use crate::plan::{Plan, TokenizedExample, Variant};
 use crate::{Error, Result};
 
@@ -130,6 +132,98 @@ pub fn evaluate(
     })
 }
 
+/// Exact match and F1 of greedy generations against each example's reference answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationEval {
+    pub n: usize,
+    pub exact_match: f64,
+    pub f1: f64,
+    /// How many generations ended each way (eos, stop, max_tokens, context).
+    pub ended: std::collections::BTreeMap<&'static str, usize>,
+    pub stats: GenerateStats,
+    pub completions: Vec<Completion>,
+}
+
+/// Generates a completion of every example, `batch` prompts per decode batch, unperturbed.
+pub fn evaluate_generation(
+    backend: &dyn Backend,
+    examples: &[TokenizedExample],
+    batch: usize,
+    generator: &Generator,
+) -> Result<GenerationEval> {
+    if batch == 0 {
+        return Err(Error::Data("eval: batch size must be at least 1".into()));
+    }
+    if examples.is_empty() {
+        return Err(Error::Data("eval: no examples to evaluate".into()));
+    }
+    let mut stats = GenerateStats::default();
+    let mut completions = Vec::with_capacity(examples.len());
+    let (mut em, mut f1) = (0f64, 0f64);
+    let mut ended = std::collections::BTreeMap::new();
+    for chunk in examples.chunks(batch) {
+        let refs: Vec<&TokenizedExample> = chunk.iter().collect();
+        let (done, st) =
+            generator.complete(backend, &refs, &vec![0; refs.len()], &[Variant::BASE])?;
+        for (c, ex) in done.iter().zip(chunk) {
+            em += answer_metrics::exact_match(&c.text, &ex.answers);
+            f1 += answer_metrics::token_f1(&c.text, &ex.answers);
+            *ended.entry(c.ended.name()).or_insert(0) += 1;
+        }
+        completions.extend(done);
+        stats.sequences += st.sequences;
+        stats.prompt_tokens += st.prompt_tokens;
+        stats.new_tokens += st.new_tokens;
+        stats.decode_calls += st.decode_calls;
+        stats.seconds += st.seconds;
+    }
+    let n = examples.len();
+    Ok(GenerationEval {
+        n,
+        exact_match: em / n as f64,
+        f1: f1 / n as f64,
+        ended,
+        stats,
+        completions,
+    })
+}
+
+/// A task's own score of the backend's current state: accuracy over the candidates for label
+/// and choice tasks; F1 of greedy generations for generation tasks (with exact match beside
+/// it), whose loss is the LM loss of the first reference answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskScore {
+    /// `accuracy` or `f1`.
+    pub metric_name: &'static str,
+    pub metric: f64,
+    pub loss: f64,
+    pub generation: Option<GenerationEval>,
+}
+
+pub fn evaluate_task(
+    backend: &dyn Backend,
+    examples: &[TokenizedExample],
+    batch: usize,
+    judge: &Judge,
+) -> Result<TaskScore> {
+    let scored = evaluate(backend, examples, batch, &mut |_| {})?;
+    if judge.kind != TaskKind::Generation {
+        return Ok(TaskScore {
+            metric_name: "accuracy",
+            metric: scored.accuracy,
+            loss: scored.mean_loss,
+            generation: None,
+        });
+    }
+    let g = evaluate_generation(backend, examples, batch, judge.generator()?)?;
+    Ok(TaskScore {
+        metric_name: "f1",
+        metric: g.f1,
+        loss: scored.mean_loss,
+        generation: Some(g),
+    })
+}
+
 /// What `zo-run eval` was asked to do.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
@@ -140,6 +234,8 @@ pub struct EvalOptions {
     pub split: String,
     pub limit: Option<usize>,
     pub batch: usize,
+    /// Generation tasks: the token budget instead of the task's.
+    pub max_new_tokens: Option<usize>,
 }
 
 /// The one JSON line `zo-run eval` prints.
@@ -149,8 +245,22 @@ pub struct EvalReport {
     pub task: String,
     pub split: String,
     pub n: usize,
-    pub accuracy: f64,
+    /// Label and choice tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The task's loss: classification loss, or a generation task's LM loss on its first
+    /// reference answer.
     pub mean_loss: f64,
+    /// Generation tasks: exact match and F1 of greedy generations, how they ended, and the
+    /// decode rate (generated tokens per second, prefill included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_match: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<std::collections::BTreeMap<&'static str, usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_tokens_per_s: Option<f64>,
     pub tokens: usize,
     pub seconds: f64,
     pub tokens_per_s: f64,
@@ -190,9 +300,13 @@ pub fn run(opts: &EvalOptions, show_progress: bool) -> Result<EvalReport> {
     }
 
     let (backend, tokenizer) = load_cpu(&opts.model)?;
-    let tokenized = tokenize_examples(task.as_ref(), &examples, |text, special| {
-        tokenizer.encode(text, special)
-    })?;
+    let config = backend.model().config.clone();
+    let tokenized = tokenize_within(
+        task.as_ref(),
+        &examples,
+        config.max_position_embeddings,
+        |text, special| tokenizer.encode(text, special),
+    )?;
 
     let bar = progress_bar(tokenized.len() as u64, show_progress);
     let result = evaluate(&backend, &tokenized, opts.batch, &mut |p| {
@@ -204,14 +318,36 @@ pub fn run(opts: &EvalOptions, show_progress: bool) -> Result<EvalReport> {
         ));
     })?;
     bar.finish_and_clear();
+    let generated = if task.kind() == TaskKind::Generation {
+        let judge = Judge::new(
+            task.as_ref(),
+            Objective::Auto,
+            &tokenizer,
+            &config,
+            opts.max_new_tokens,
+        )?;
+        Some(evaluate_generation(
+            &backend,
+            &tokenized,
+            opts.batch,
+            judge.generator()?,
+        )?)
+    } else {
+        None
+    };
 
     Ok(EvalReport {
         model: opts.model.display().to_string(),
         task: task.name().to_string(),
         split: opts.split.clone(),
         n: result.n,
-        accuracy: result.accuracy,
+        // A generation task's one candidate is its target: accuracy over it means nothing.
+        accuracy: generated.is_none().then_some(result.accuracy),
         mean_loss: result.mean_loss,
+        exact_match: generated.as_ref().map(|g| g.exact_match),
+        f1: generated.as_ref().map(|g| g.f1),
+        ended: generated.as_ref().map(|g| g.ended.clone()),
+        generated_tokens_per_s: generated.as_ref().map(|g| g.stats.tokens_per_s()),
         tokens: result.tokens,
         seconds: result.seconds,
         tokens_per_s: result.tokens_per_s,

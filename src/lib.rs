@@ -10,6 +10,8 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod ffi;
+pub mod generate;
+pub mod generate_run;
 pub mod io;
 mod matmul;
 pub mod model;

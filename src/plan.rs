@@ -22,12 +22,14 @@ impl Variant {
     };
 }
 
-/// A tokenized classification example: the prompt and each candidate continuation.
+/// A tokenized example: the prompt, each candidate continuation, and the reference answers
+/// (text) that generated continuations are judged against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizedExample {
     pub prompt: Vec<u32>,
     pub candidates: Vec<Vec<u32>>,
     pub gold: usize,
+    pub answers: Vec<String>,
 }
 
 /// Sequence `s` attends to the first `len` rows of sequence `parent` before its own rows, as
@@ -224,7 +226,8 @@ impl Plan {
                 if c.len() > 1 {
                     // The child feeds every candidate token but the last (which predicts
                     // nothing scored); its row j predicts token j + 1.
-                    let child = self.push_child(c[..c.len() - 1].iter().copied(), variant, Some(context));
+                    let child =
+                        self.push_child(c[..c.len() - 1].iter().copied(), variant, Some(context));
                     for (j, &t) in c[1..].iter().enumerate() {
                         self.queries.push(Query {
                             row: child + j as u32,
@@ -259,13 +262,16 @@ impl Plan {
 /// Result of scoring one example group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExampleScore {
-    /// MeZO's classification loss: cross-entropy over the candidates' mean token log-probs.
+    /// MeZO's classification loss: cross-entropy over the candidates' mean token log-probs
+    /// (with one candidate, its negative mean token log-prob).
     pub loss: f32,
     pub pred: usize,
     pub candidate_scores: Vec<f32>,
 }
 
-/// MeZO's classification loss from per-query log-probs; fp64 reductions, fp32 results.
+/// MeZO's classification loss from per-query log-probs; fp64 reductions, fp32 results. An
+/// example group with a single candidate is an LM target (the `lm` objective): its loss is the
+/// candidate's negative mean token log-prob.
 pub fn classification_scores(plan: &Plan, query_logprobs: &[f32]) -> Vec<ExampleScore> {
     plan.examples
         .iter()
@@ -278,9 +284,14 @@ pub fn classification_scores(plan: &Plan, query_logprobs: &[f32]) -> Vec<Example
                     lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64
                 })
                 .collect();
-            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = m + scores.iter().map(|s| (s - m).exp()).sum::<f64>().ln();
-            let loss = (lse - scores[g.gold as usize]) as f32;
+            let loss = if scores.len() == 1 {
+                // One candidate is an LM target: its negative mean token log-prob.
+                -scores[0] as f32
+            } else {
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = m + scores.iter().map(|s| (s - m).exp()).sum::<f64>().ln();
+                (lse - scores[g.gold as usize]) as f32
+            };
             // Ties go to the lowest index, as argmax does in the reference trainers.
             let pred = scores
                 .iter()
@@ -304,6 +315,7 @@ mod tests {
             prompt: prompt.to_vec(),
             candidates: cands.iter().map(|c| c.to_vec()).collect(),
             gold,
+            answers: Vec::new(),
         }
     }
 

@@ -31,7 +31,7 @@ use crate::io::gguf::ImportDtype;
 use crate::io::tokenizer::Tokenizer;
 use crate::model::{Model, Param, Site};
 use crate::perturb::{role, FamilyConfig, LowRankScale};
-use crate::plan::{classification_scores, TokenizedExample, Variant, Sharing};
+use crate::plan::{classification_scores, Sharing, TokenizedExample, Variant};
 use crate::train::{commit_step, open_backend, resolve_device, step_batch, Device, TrainData};
 use crate::{Error, Result};
 
@@ -148,6 +148,7 @@ impl Session {
                 train: Vec::new(),
                 dev: Vec::new(),
                 test: Vec::new(),
+                judge: Default::default(),
             },
             data_dir: None,
             device,
@@ -222,7 +223,8 @@ impl Session {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "data directory not found"),
             ));
         }
-        self.data = crate::train::load_data(&self.cfg, data_dir, &self.tokenizer)?;
+        self.data =
+            crate::train::load_data(&self.cfg, data_dir, &self.tokenizer, &self.base.config)?;
         self.data_dir = Some(data_dir.to_path_buf());
         self.log.data_dir = Some(data_dir.display().to_string());
         Ok(())
@@ -291,6 +293,7 @@ impl Session {
             prompt: self.tokenizer.encode(prompt, true)?,
             candidates,
             gold,
+            answers: Vec::new(),
         })
     }
 

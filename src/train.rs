@@ -21,19 +21,23 @@ use crate::engine::config::TrainConfig;
 use crate::engine::divergence::DivergenceGuard;
 use crate::engine::estimator::estimate;
 use crate::engine::estimator::StepEstimate;
+use crate::engine::objective::{generated_losses, Judge};
 use crate::engine::replay::{replay, ZoBackend};
 use crate::engine::schedule::lr_at;
 use crate::engine::seeds::{batch_indices, period_seed};
-use crate::eval::evaluate;
+use crate::eval::{evaluate, evaluate_task};
 use crate::plan::TokenizedExample;
 use crate::{Error, Result};
 
 /// Tokenized splits of a run.
 #[derive(Debug, Clone)]
 pub struct TrainData {
+    /// Prepared for the objective (the LM loss keeps only each example's target).
     pub train: Vec<TokenizedExample>,
     pub dev: Vec<TokenizedExample>,
     pub test: Vec<TokenizedExample>,
+    /// How the task is judged: dev and test report its metric.
+    pub judge: Judge,
 }
 
 /// How a run is carried out; none of this changes the trained state.
@@ -154,6 +158,52 @@ fn progress_bar(steps: u64, done: u64, show: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// A metrics line of an evaluation: the task's metric under its own name (and as
+/// `accuracy`, which the checkpoint's dev points hold), the loss, and a generation's counts.
+fn eval_line(split: &str, after: u64, s: &crate::eval::TaskScore) -> serde_json::Value {
+    let mut v = json!({"type": split_type(split), "split": split, "after": after,
+        "metric": s.metric_name, "accuracy": s.metric, "loss": s.loss});
+    if let Some(g) = &s.generation {
+        v["exact_match"] = json!(g.exact_match);
+        v["f1"] = json!(g.f1);
+        v["ended"] = json!(g.ended);
+        v["generated_tokens_per_s"] = json!(g.stats.tokens_per_s());
+    }
+    v
+}
+
+fn split_type(split: &str) -> &'static str {
+    if split == "test" {
+        "test"
+    } else {
+        "eval"
+    }
+}
+
+/// A step whose loss is generated text's metric: every example under every variant of the
+/// step, greedily decoded in one batch, each loss 1 − metric; g as for scored losses.
+fn estimate_generated<B: ZoBackend>(
+    backend: &B,
+    cfg: &TrainConfig,
+    judge: &Judge,
+    step: u64,
+    period_seed: Option<u64>,
+    lr: f32,
+    batch: &[TokenizedExample],
+) -> Result<StepEstimate> {
+    let sp = crate::engine::estimator::plan_step(cfg, step, period_seed, lr, batch)?;
+    let (losses, stats) = generated_losses(
+        backend,
+        judge.objective,
+        judge.generator()?,
+        batch,
+        &sp.plan.variants,
+    )?;
+    let mut est = crate::engine::estimator::finish(cfg, &sp, &losses)?;
+    est.tokens = stats.prompt_tokens + stats.new_tokens;
+    Ok(est)
+}
+
 /// Dev accuracy and loss of the backend's current state.
 pub fn dev_eval<B: ZoBackend>(
     backend: &B,
@@ -198,26 +248,31 @@ pub fn train<B: ZoBackend>(
     let plain_every = (cfg.steps / 20).max(1);
     let mut last_dev = log.evals.last().map(|d| d.accuracy);
 
-    let record_eval = |log: &mut Checkpoint, after: u64, acc: f64, loss: f64| {
-        log.record_dev(after, acc, loss);
-        json!({"type": "eval", "split": "dev", "after": after, "accuracy": acc, "loss": loss})
+    // The checkpoint's dev points keep the task's metric in `accuracy` (F1 for generation
+    // tasks); the metrics line names it.
+    let judge = &data.judge;
+    let record_eval = |log: &mut Checkpoint, after: u64, s: &crate::eval::TaskScore| {
+        log.record_dev(after, s.metric, s.loss);
+        eval_line("dev", after, s)
     };
 
     let mut test_accuracy_before = None;
     if log.completed == 0 && log.evals.is_empty() {
         if opts.test_before && !data.test.is_empty() {
-            let acc = evaluate(&backend, &data.test, cfg.eval_batch, &mut |_| {})?.accuracy;
-            metrics.line(&json!({"type": "test", "after": 0, "accuracy": acc}))?;
-            test_accuracy_before = Some(acc);
+            let s = evaluate_task(&backend, &data.test, cfg.eval_batch, judge)?;
+            metrics.line(&eval_line("test", 0, &s))?;
+            test_accuracy_before = Some(s.metric);
         }
-        let (acc, loss) = dev_eval(&backend, &data.dev, cfg.eval_batch)?;
-        let line = record_eval(&mut log, 0, acc, loss);
+        let s = evaluate_task(&backend, &data.dev, cfg.eval_batch, judge)?;
+        let line = record_eval(&mut log, 0, &s);
         metrics.line(&line)?;
-        last_dev = Some(acc);
+        last_dev = Some(s.metric);
         if opts.progress {
             bar.suspend(|| {
                 eprintln!(
-                    "dev accuracy before training: {acc:.4} ({} examples)",
+                    "dev {} before training: {:.4} ({} examples)",
+                    s.metric_name,
+                    s.metric,
                     data.dev.len()
                 )
             });
@@ -234,7 +289,11 @@ pub fn train<B: ZoBackend>(
         let ps = cfg.period().map(|nu| period_seed(cfg.seed, step, nu));
         backend.begin_step(step, ps)?;
         let batch = step_batch(cfg, &data.train, step);
-        let est = estimate(&mut backend, cfg, step, ps, lr_at(cfg, step), &batch)?;
+        let est = if judge.objective.generates() {
+            estimate_generated(&backend, cfg, judge, step, ps, lr_at(cfg, step), &batch)?
+        } else {
+            estimate(&mut backend, cfg, step, ps, lr_at(cfg, step), &batch)?
+        };
         if let Some(reason) = &est.skipped {
             bar.suspend(|| eprintln!("step {step}: skipped, {reason}"));
         }
@@ -249,10 +308,10 @@ pub fn train<B: ZoBackend>(
 
         let done = log.completed;
         if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
-            let (acc, loss) = dev_eval(&backend, &data.dev, cfg.eval_batch)?;
-            let line = record_eval(&mut log, done, acc, loss);
+            let s = evaluate_task(&backend, &data.dev, cfg.eval_batch, judge)?;
+            let line = record_eval(&mut log, done, &s);
             metrics.line(&line)?;
-            last_dev = Some(acc);
+            last_dev = Some(s.metric);
         }
         if let Some(path) = &opts.checkpoint {
             let every = opts.checkpoint_every > 0 && done.is_multiple_of(opts.checkpoint_every);
@@ -283,15 +342,15 @@ pub fn train<B: ZoBackend>(
     let mut test_accuracy = None;
     if finished && !opts.skip_test && !data.test.is_empty() {
         let best_after = log.best.as_ref().map_or(log.completed, |b| b.after);
-        let acc = if best_after == log.completed {
-            evaluate(&backend, &data.test, cfg.eval_batch, &mut |_| {})?.accuracy
+        let s = if best_after == log.completed {
+            evaluate_task(&backend, &data.test, cfg.eval_batch, judge)?
         } else {
             let mut best = make()?;
             replay(&mut best, cfg, &log.records, &log.skipped, best_after)?;
-            evaluate(&best, &data.test, cfg.eval_batch, &mut |_| {})?.accuracy
+            evaluate_task(&best, &data.test, cfg.eval_batch, judge)?
         };
-        metrics.line(&json!({"type": "test", "after": best_after, "accuracy": acc}))?;
-        test_accuracy = Some(acc);
+        metrics.line(&eval_line("test", best_after, &s))?;
+        test_accuracy = Some(s.metric);
     }
     metrics.flush()?;
     if let (Some(svg), Some(m)) = (&opts.plot, &opts.metrics) {
@@ -488,21 +547,37 @@ fn limit(mut v: Vec<crate::data::Example>, n: Option<usize>) -> Vec<crate::data:
     v
 }
 
-/// Loads the task's train/dev/test splits from `data` and tokenizes them.
+/// Loads the task's train/dev/test splits from `data` and tokenizes them for a model of
+/// config `model`: examples that do not fit its context are errors naming them, and the train
+/// split is prepared for the run's objective.
 pub fn load_data(
     cfg: &TrainConfig,
     data: &Path,
     tokenizer: &crate::io::tokenizer::Tokenizer,
+    model: &crate::model::ModelConfig,
 ) -> Result<TrainData> {
     let task = crate::data::resolve_task(&cfg.task)?;
+    let judge = Judge::new(
+        task.as_ref(),
+        cfg.objective,
+        tokenizer,
+        model,
+        cfg.max_new_tokens,
+    )?;
+    let context = model.max_position_embeddings;
     let tok = |split: &str, n: Option<usize>| -> Result<Vec<TokenizedExample>> {
         let ex = limit(crate::data::load_split(data, split)?, n);
-        crate::data::tokenize_examples(task.as_ref(), &ex, |t, s| tokenizer.encode(t, s))
+        crate::data::tokenize_within(task.as_ref(), &ex, context, |t, s| tokenizer.encode(t, s))
     };
+    let objective = judge.objective;
     Ok(TrainData {
-        train: tok("train", cfg.train_limit)?,
+        train: tok("train", cfg.train_limit)?
+            .into_iter()
+            .map(|e| objective.prepare(e))
+            .collect(),
         dev: tok("dev", cfg.dev_limit)?,
         test: tok("test", cfg.test_limit)?,
+        judge,
     })
 }
 
@@ -588,7 +663,7 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     }
     let resume = run.resume.as_deref().map(Checkpoint::load).transpose()?;
     let (base, tokenizer) = load_base(&run.model)?;
-    let data = load_data(cfg, &run.data, &tokenizer)?;
+    let data = load_data(cfg, &run.data, &tokenizer, &base.config)?;
     let base_hash = crate::engine::hash::model_hash(&base);
     let data_hash = crate::engine::hash::examples_hash(&data.train);
     if let Some(ck) = &resume {

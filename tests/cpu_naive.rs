@@ -165,11 +165,13 @@ fn classification_loss_end_to_end() {
                 prompt: vec![5, 9, 14, 3],
                 candidates: vec![vec![20], vec![21], vec![22]],
                 gold: 2,
+                answers: Vec::new(),
             },
             TokenizedExample {
                 prompt: vec![7, 8],
                 candidates: vec![vec![30, 31, 32], vec![40]],
                 gold: 0,
+                answers: Vec::new(),
             },
         ];
         let plan = Plan::build(&examples, &[Variant::BASE]).unwrap();

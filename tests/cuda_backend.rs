@@ -497,7 +497,7 @@ fn lozo_on_the_default_model_agrees_in_sign() {
     }
     let cfg = zo::engine::TrainConfig::preset("lozo").unwrap();
     let (base, tok) = zo::train::load_base(&dir).unwrap();
-    let d = zo::train::load_data(&cfg, &data, &tok).unwrap();
+    let d = zo::train::load_data(&cfg, &data, &tok, &base.config).unwrap();
     let mut gpu = CudaBackend::new(
         &base,
         Some((&cfg.family, cfg.dist)),

@@ -61,6 +61,7 @@ fn ex(prompt: &[u32], gold: usize) -> TokenizedExample {
         prompt: prompt.to_vec(),
         candidates: vec![vec![TERRIBLE], vec![GREAT]],
         gold,
+        answers: Vec::new(),
     }
 }
 
@@ -114,6 +115,7 @@ fn multi_token_candidates_count_every_fed_token() {
         prompt: vec![1, 20, 21],
         candidates: vec![vec![30, 31], vec![20, 21, 22]],
         gold: 1,
+        answers: Vec::new(),
     }];
     let r = evaluate(&CopyBackend, &exs, 4, &mut |_| {}).unwrap();
     // Sequences [1 20 21 30] and [1 20 21 20 21]: candidate means -2 and -2/3.

@@ -199,6 +199,7 @@ fn sessions_open_gguf_files_and_train_on_caller_examples() {
         prompt: p.to_vec(),
         candidates: vec![vec![3], vec![4]],
         gold,
+        answers: Vec::new(),
     };
     let examples = vec![ex(&[1, 5, 6], 0), ex(&[1, 7], 1), ex(&[1, 8, 9, 10], 0)];
     s.add_examples(Split::Train, examples.clone()).unwrap();

@@ -95,6 +95,7 @@ fn candidate_plan(prompts: &[(Vec<u32>, Vec<u32>)]) -> Plan {
             prompt: ids.clone(),
             candidates: cands.iter().map(|&c| vec![c]).collect(),
             gold: 0,
+            answers: Vec::new(),
         })
         .collect();
     let plan = Plan::build(&examples, &[Variant::BASE]).expect("plan");

@@ -57,6 +57,7 @@ fn plan_scoring_chain_matches_the_twin() {
         prompt: p.to_vec(),
         candidates: c.iter().map(|c| c.to_vec()).collect(),
         gold: g,
+        answers: Vec::new(),
     };
     let examples = [
         ex(&[5, 6, 7], &[&[10], &[11], &[12]], 2),

@@ -24,7 +24,10 @@ pub const SAMPLE_TENSOR: u32 = 0xFFFF_FF00;
 pub enum Sampling {
     Greedy,
     /// Gumbel-max at temperature `temperature` (> 0) with noise drawn from `seed`.
-    Seeded { seed: u64, temperature: f32 },
+    Seeded {
+        seed: u64,
+        temperature: f32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -164,6 +164,7 @@ mod tests {
             prompt: (1..=len as u32).collect(),
             candidates: cands.iter().map(|c| c.to_vec()).collect(),
             gold: 0,
+            answers: Vec::new(),
         }
     }
 

@@ -104,6 +104,7 @@ pub fn synthetic_batch(
                 prompt: ids[..len].to_vec(),
                 candidates: vec![vec![ids[len]], vec![ids[len + 1]]],
                 gold: i % 2,
+                answers: Vec::new(),
             }
         })
         .collect()

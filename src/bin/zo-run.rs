@@ -37,6 +37,9 @@ enum Cmd {
     },
     /// Zeroth-order fine-tuning (MeZO/LoZO families) with seed-log checkpoints.
     Train(Box<TrainArgs>),
+    /// Completions of a model or a trained checkpoint, for --prompt texts or a task split;
+    /// prints one JSON line per completion, then a summary (EM/F1 for generation tasks).
+    Generate(Box<GenerateArgs>),
     /// Time ZO steps on synthetic weights of any architecture against compute and memory
     /// floors measured in the same run; `--json` prints one object (see BENCHMARKS.md).
     Bench(Box<BenchArgs>),
@@ -147,6 +150,15 @@ struct TrainArgs {
     /// Seed of the training-batch order.
     #[arg(long)]
     data_seed: Option<u64>,
+    /// The loss each step differences: auto (classification for label and choice tasks, lm
+    /// for generation tasks), classification, lm (LM loss of the target tokens), em, f1
+    /// (of greedy generations against the reference answers) or accuracy (of a generated
+    /// label).
+    #[arg(long)]
+    objective: Option<String>,
+    /// Token budget of generated text (default: the task's).
+    #[arg(long, value_parser = positive)]
+    max_new_tokens: Option<usize>,
     /// Checkpoint path (default: OUT/checkpoint.json).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -209,6 +221,12 @@ fn train_config(a: &TrainArgs) -> zo::Result<zo::engine::TrainConfig> {
         c.schedule = LrSchedule::parse(s)?;
     }
     set_opt(&mut c.warmup, a.warmup);
+    if let Some(o) = &a.objective {
+        c.objective = zo::engine::Objective::parse(o)?;
+    }
+    if a.max_new_tokens.is_some() {
+        c.max_new_tokens = a.max_new_tokens;
+    }
     match (&a.optimizer, a.beta) {
         (Some(o), beta) => c.optimizer = Optimizer::parse(o, beta)?,
         (None, Some(_)) => {
@@ -550,6 +568,90 @@ struct EvalArgs {
     /// Examples per scored plan.
     #[arg(long, default_value_t = 16, value_parser = positive)]
     batch: usize,
+    /// Generation tasks: token budget (default: the task's).
+    #[arg(long, value_parser = positive)]
+    max_new_tokens: Option<usize>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Base model directory (default: the checkpoint's, else assets/smollm2-135m).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Generate from a trained checkpoint's best dev state (--last: its last state).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[arg(long)]
+    last: bool,
+    /// A prompt to complete (repeatable); without one, the task split is completed.
+    #[arg(long = "prompt")]
+    prompts: Vec<String>,
+    /// Built-in task name (sentiment) or a task spec JSON file.
+    #[arg(long, default_value = "sentiment")]
+    task: String,
+    #[arg(long, default_value = "assets/data/sentiment")]
+    data: PathBuf,
+    #[arg(long, default_value = "dev", value_parser = ["test", "dev", "train"])]
+    split: String,
+    #[arg(long, value_parser = positive)]
+    limit: Option<usize>,
+    /// Sequences decoded together.
+    #[arg(long, default_value_t = 16, value_parser = positive)]
+    batch: usize,
+    #[arg(long, value_parser = positive)]
+    max_new_tokens: Option<usize>,
+    /// Stop string (repeatable; default: the task's).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Sample (Gumbel-max, seeded: the same seed replays the same text) instead of greedy.
+    #[arg(long)]
+    sample: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// cpu, cuda, emu or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+}
+
+fn generate(a: GenerateArgs) -> zo::Result<()> {
+    let sampling = if a.sample {
+        zo::backend::decode::Sampling::Seeded {
+            seed: a.seed,
+            temperature: a.temperature,
+        }
+    } else {
+        zo::backend::decode::Sampling::Greedy
+    };
+    let r = zo::generate_run::GenerateRun {
+        model: a.model,
+        checkpoint: a.checkpoint,
+        last: a.last,
+        prompts: a.prompts,
+        task: a.task,
+        data: a.data,
+        split: a.split,
+        limit: a.limit,
+        batch: a.batch,
+        max_new_tokens: a.max_new_tokens,
+        stop: (!a.stop.is_empty()).then_some(a.stop),
+        sampling,
+        device: zo::train::Device::parse(&a.device, &a.dtype)?,
+    };
+    let summary = zo::generate_run::run(&r, &mut |line| {
+        println!(
+            "{}",
+            serde_json::to_string(line).expect("a completion serializes")
+        )
+    })?;
+    println!(
+        "{}",
+        serde_json::to_string(&summary).expect("a summary serializes")
+    );
+    Ok(())
 }
 
 fn positive(s: &str) -> Result<usize, String> {
@@ -567,6 +669,7 @@ fn eval(a: EvalArgs) -> zo::Result<()> {
         split: a.split,
         limit: a.limit,
         batch: a.batch,
+        max_new_tokens: a.max_new_tokens,
     };
     let report = zo::eval::run(&opts, true)?;
     println!(
@@ -590,6 +693,7 @@ fn run(cmd: Cmd) -> zo::Result<()> {
             Ok(())
         }
         Cmd::Train(a) => train(*a),
+        Cmd::Generate(a) => generate(*a),
         Cmd::Bench(a) => bench(*a),
         Cmd::Export {
             checkpoint,

@@ -10,6 +10,10 @@
 //! ```
 //!
 //! `label_words` may also be a list, in which case label `i` is the `i`-th word.
+//!
+//! A spec's `"kind"` picks the task type: `"classification"` (the default, above),
+//! `"choice"` (per-example candidates, [`super::choice_task`]) or `"generation"` (reference
+//! answers, [`super::generation_task`]).
 
 use std::fmt;
 use std::path::Path;
@@ -21,17 +25,59 @@ use super::example::Example;
 use super::template::Template;
 use crate::{Error, Result};
 
-/// A rendered example: the prompt, each candidate continuation, and which one is right.
+/// A rendered example: the prompt, each candidate continuation, which one is right, and the
+/// reference answers a generated continuation is judged against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     pub prompt: String,
+    /// Scored continuations; a generation task has one, its first reference answer as the LM
+    /// loss's target.
     pub candidates: Vec<String>,
     pub gold: usize,
+    /// The gold candidate (label and choice tasks) or every reference answer (generation).
+    pub answers: Vec<String>,
+}
+
+/// What a task's examples hold, and so which objectives and metrics apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Fixed label words shared by every example.
+    Classification,
+    /// Each example's own candidates.
+    Choice,
+    /// Reference answers to generate.
+    Generation,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Classification => "classification",
+            TaskKind::Choice => "choice",
+            TaskKind::Generation => "generation",
+        }
+    }
+}
+
+/// How a task's continuations are generated: at most `max_new_tokens`, cut at the first stop
+/// string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationDefaults {
+    pub max_new_tokens: usize,
+    pub stop: Vec<String>,
 }
 
 pub trait Task: Send + Sync + fmt::Debug {
     fn name(&self) -> &str;
     fn render(&self, ex: &Example) -> Result<Rendered>;
+    fn kind(&self) -> TaskKind;
+    /// Generation settings; label and choice tasks generate a label: a few tokens, one line.
+    fn generation(&self) -> GenerationDefaults {
+        GenerationDefaults {
+            max_new_tokens: 8,
+            stop: vec!["\n".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +213,12 @@ impl Task for ClassificationTask {
             prompt,
             candidates: self.words.clone(),
             gold,
+            answers: vec![self.words[gold].clone()],
         })
+    }
+
+    fn kind(&self) -> TaskKind {
+        TaskKind::Classification
     }
 }
 
@@ -182,7 +233,42 @@ pub fn resolve_task(name_or_path: &str) -> Result<Box<dyn Task>> {
             "unknown task {name_or_path:?}: not a built-in task (sentiment) and no such spec file"
         )));
     }
-    Ok(Box::new(ClassificationTask::from_file(path)?))
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    task_from_json(&text, &path.display().to_string())
+}
+
+/// Any task spec, by its `"kind"` (see the module docs).
+pub fn task_from_json(text: &str, source: &str) -> Result<Box<dyn Task>> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::Data(format!("{source}: task spec: {e}")))?;
+    let kind = match v.get("kind") {
+        None => "classification",
+        Some(serde_json::Value::String(k)) => k.as_str(),
+        Some(other) => {
+            return Err(Error::Data(format!(
+                "{source}: task spec: `kind` must be a string, got {other}"
+            )))
+        }
+    };
+    // Each type's parser refuses unknown fields and accepts (and ignores) `kind`.
+    Ok(match kind {
+        "classification" => Box::new(ClassificationTask::from_json(text, source)?),
+        "choice" => Box::new(super::choice_task::ChoiceTask::from_json(text, source)?),
+        "generation" => Box::new(super::generation_task::GenerationTask::from_json(
+            text, source,
+        )?),
+        other => {
+            return Err(Error::Data(format!(
+                "{source}: task spec: unknown kind {other:?}; expected classification, choice \
+                 or generation"
+            )))
+        }
+    })
+}
+
+/// A spec field's error with the spec named.
+pub(super) fn spec_err(source: &str, e: impl fmt::Display) -> Error {
+    Error::Data(format!("{source}: task spec: {e}"))
 }
 
 fn strip_data(e: Error) -> String {
@@ -195,6 +281,8 @@ fn strip_data(e: Error) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
+    #[serde(default, rename = "kind")]
+    _kind: Option<String>,
     name: String,
     template: String,
     label_words: LabelWords,

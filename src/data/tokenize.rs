@@ -16,6 +16,21 @@ use crate::{Error, Result};
 pub fn tokenize_examples<E>(
     task: &dyn Task,
     examples: &[Example],
+    encode: E,
+) -> Result<Vec<TokenizedExample>>
+where
+    E: FnMut(&str, bool) -> Result<Vec<u32>>,
+{
+    tokenize_within(task, examples, usize::MAX, encode)
+}
+
+/// [`tokenize_examples`] for a model of `context` positions: an example whose prompt plus
+/// longest candidate does not fit is an error naming it (a generation task's candidate is its
+/// LM target, the prompt plus response).
+pub fn tokenize_within<E>(
+    task: &dyn Task,
+    examples: &[Example],
+    context: usize,
     mut encode: E,
 ) -> Result<Vec<TokenizedExample>>
 where
@@ -36,6 +51,12 @@ where
         }
         let mut candidates = Vec::with_capacity(r.candidates.len());
         for c in &r.candidates {
+            if c.is_empty() {
+                return Err(Error::Data(format!(
+                    "{}: an empty candidate",
+                    ex.location()
+                )));
+            }
             let ids = match cache.get(c) {
                 Some(ids) => ids.clone(),
                 None => {
@@ -52,10 +73,25 @@ where
             };
             candidates.push(ids);
         }
+        let longest = candidates.iter().map(Vec::len).max().unwrap_or(0);
+        if prompt.len() + longest > context {
+            return Err(Error::Data(format!(
+                "{}: the prompt ({} tokens) plus its longest {} ({longest} tokens) exceed the \
+                 model's context of {context} positions; shorten the example or drop it",
+                ex.location(),
+                prompt.len(),
+                if task.kind() == crate::data::TaskKind::Generation {
+                    "answer"
+                } else {
+                    "candidate"
+                }
+            )));
+        }
         out.push(TokenizedExample {
             prompt,
             candidates,
             gold: r.gold,
+            answers: r.answers,
         });
     }
     Ok(out)

@@ -129,6 +129,13 @@ pub struct TrainConfig {
     pub data_seed: u64,
     /// Task name or task spec file.
     pub task: String,
+    /// The loss each step differences (resolved against the task's kind at load time).
+    #[serde(default)]
+    pub objective: super::objective::Objective,
+    /// Token budget of generated text (generated objectives, generation tasks' evaluation);
+    /// None takes the task's.
+    #[serde(default)]
+    pub max_new_tokens: Option<usize>,
     /// Use only the first N examples of the train split (the split files already follow
     /// MeZO's protocol: 1000 train, 500 dev, 1000 test).
     pub train_limit: Option<usize>,
@@ -212,6 +219,8 @@ impl TrainConfig {
             schedule: LrSchedule::Constant,
             warmup: 0,
             optimizer: Optimizer::Sgd,
+            objective: Default::default(),
+            max_new_tokens: None,
             q: 1,
             one_sided: false,
             weight_decay: 0.0,
@@ -272,6 +281,14 @@ impl TrainConfig {
             return bad("q (directions per step) must be at least 1".into());
         }
         self.optimizer.step_rule().validate()?;
+        if self.in_place() && self.objective.generates() {
+            return Err(Error::Config(format!(
+                "objective {} generates text under each variant, which needs the variants in \
+                 one batch; the in-place dense estimator has them one at a time (use the fused \
+                 dense family or another one)",
+                self.objective.name()
+            )));
+        }
         match self.optimizer {
             Optimizer::Fzoo if !self.one_sided || self.q < 2 => {
                 return bad(format!(

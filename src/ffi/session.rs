@@ -447,6 +447,7 @@ pub unsafe extern "C" fn zo_session_add_examples(
                     .map(|w| toks[w[0]..w[1]].to_vec())
                     .collect(),
                 gold: e.gold,
+                answers: Vec::new(),
             });
         }
         // SAFETY: the caller's contract.

@@ -12,6 +12,7 @@ use crate::{Error, Result};
 /// The file name HF uses for a fast tokenizer.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,

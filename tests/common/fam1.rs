@@ -29,16 +29,19 @@ pub fn examples(vocab: u32) -> Vec<TokenizedExample> {
             prompt: (0..6).map(tok).collect(),
             candidates: vec![vec![tok(40)], vec![tok(41)]],
             gold: 0,
+            answers: Vec::new(),
         },
         TokenizedExample {
             prompt: (10..14).map(tok).collect(),
             candidates: vec![vec![tok(42), tok(43)], vec![tok(44)]],
             gold: 1,
+            answers: Vec::new(),
         },
         TokenizedExample {
             prompt: (20..27).map(tok).collect(),
             candidates: vec![vec![tok(45)], vec![tok(46)]],
             gold: 1,
+            answers: Vec::new(),
         },
     ]
 }

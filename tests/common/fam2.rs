@@ -37,11 +37,13 @@ pub fn examples(vocab: u32) -> Vec<TokenizedExample> {
             prompt: vec![t(5), t(17), t(42), t(8), t(23)],
             candidates: vec![vec![t(30)], vec![t(31)]],
             gold: 1,
+            answers: Vec::new(),
         },
         TokenizedExample {
             prompt: vec![t(3), t(64), t(9)],
             candidates: vec![vec![t(12), t(50)], vec![t(77), t(6), t(19)]],
             gold: 0,
+            answers: Vec::new(),
         },
     ]
 }

@@ -28,6 +28,7 @@ pub fn parity_examples(n: usize, salt: u64) -> Vec<TokenizedExample> {
                 prompt,
                 candidates: vec![vec![5], vec![6]],
                 gold,
+                answers: Vec::new(),
             }
         })
         .collect()
@@ -38,5 +39,6 @@ pub fn parity_data(train: usize, dev: usize, test: usize) -> TrainData {
         train: parity_examples(train, 1),
         dev: parity_examples(dev, 2),
         test: parity_examples(test, 3),
+        judge: Default::default(),
     }
 }

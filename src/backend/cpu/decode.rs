@@ -40,7 +40,9 @@ impl<'a> CpuDecoder<'a> {
 impl Decoder for CpuDecoder<'_> {
     fn next(&mut self, live: &[usize]) -> Result<Vec<u32>> {
         if live.windows(2).any(|w| w[1] <= w[0]) {
-            return Err(Error::Data("decode: live sequences must be ascending".into()));
+            return Err(Error::Data(
+                "decode: live sequences must be ascending".into(),
+            ));
         }
         let mut keep = vec![false; self.cache.len()];
         for &i in live {
