@@ -24,7 +24,12 @@ impl Backend for CopyBackend {
                     .find(|&s| plan.seq_range(s).contains(&row))
                     .unwrap();
                 let start = plan.seq_range(s).start;
-                if plan.tokens[start..=row].contains(&q.token) {
+                // A shared context's rows come first in the sequence.
+                let ctx = plan.context(s).map_or(&[][..], |c| {
+                    let p = plan.seq_range(c.parent as usize).start;
+                    &plan.tokens[p..p + c.len as usize]
+                });
+                if ctx.contains(&q.token) || plan.tokens[start..=row].contains(&q.token) {
                     0.0
                 } else {
                     -2.0
@@ -118,8 +123,9 @@ fn multi_token_candidates_count_every_fed_token() {
         answers: Vec::new(),
     }];
     let r = evaluate(&CopyBackend, &exs, 4, &mut |_| {}).unwrap();
-    // Sequences [1 20 21 30] and [1 20 21 20 21]: candidate means -2 and -2/3.
-    assert_eq!(r.tokens, 9);
+    // The prompt [1 20 21] once, then the candidates' children [30] and [20 21] reading it:
+    // candidate means -2 and -2/3.
+    assert_eq!(r.tokens, 6);
     assert_eq!(r.predictions, [1]);
     let want = ((-2f64).exp() + (-2f64 / 3.0).exp()).ln() + 2.0 / 3.0;
     assert!((r.mean_loss - want).abs() < 1e-6);

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use zo::data::{load_file, load_jsonl, load_split, load_tsv};
+use zo::data::{load_file, load_jsonl, load_split, load_tsv, Task};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,10 +91,9 @@ fn malformed_json_names_file_and_line() {
 }
 
 #[test]
-fn jsonl_lines_must_be_labelled_objects() {
+fn jsonl_lines_must_be_objects_with_well_typed_labels() {
     let dir = tempfile::tempdir().unwrap();
     for (body, want) in [
-        ("{\"text\": \"a\"}\n", "missing field `label`"),
         ("[1, 2]\n", "expected a JSON object"),
         ("{\"text\": \"a\", \"label\": 0.5}\n", "integer or a string"),
         (
@@ -106,6 +105,18 @@ fn jsonl_lines_must_be_labelled_objects() {
         let e = err(load_jsonl(&p));
         assert!(e.contains(":1: ") && e.contains(want), "{body}: {e}");
     }
+    // Generation data needs no label; a label task refuses the line, naming it.
+    let p = write(&dir, "y.jsonl", "{\"text\": \"a\"}\n");
+    let ex = load_jsonl(&p).unwrap();
+    assert_eq!(ex[0].label, "");
+    let e = zo::data::ClassificationTask::sentiment()
+        .render(&ex[0])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("y.jsonl:1") && e.contains("missing field `label`"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -160,3 +160,99 @@ fn resolve_task_takes_a_name_or_a_spec_path() {
     let e = resolve_task("sst5").unwrap_err().to_string();
     assert!(e.contains("sst5") && e.contains("sentiment"), "{e}");
 }
+
+#[test]
+fn choice_specs_load_by_kind_and_bad_examples_name_line_and_field() {
+    let t = resolve_task(fixture("choice/task.json").to_str().unwrap()).unwrap();
+    assert_eq!(t.kind(), zo::data::TaskKind::Choice);
+    let ex = load_jsonl(&fixture("choice/examples.jsonl")).unwrap();
+    let r = t.render(&ex[0]).unwrap();
+    assert_eq!(r.prompt, "The man broke his toe. because");
+    assert_eq!(
+        r.candidates,
+        vec![
+            " he dropped a hammer on his foot.",
+            " he got a hole in his sock."
+        ]
+    );
+    assert_eq!(r.gold, 0);
+    for (i, want) in [
+        (1, "has 1 choice(s)"),
+        (2, "missing field `choices`"),
+        (3, "index of the gold choice"),
+    ] {
+        let e = t.render(&ex[i]).unwrap_err().to_string();
+        assert!(e.contains(want), "line {}: {e}", i + 1);
+        assert!(e.contains(&format!("examples.jsonl:{}", i + 1)), "{e}");
+    }
+}
+
+#[test]
+fn generation_specs_keep_every_answer_and_refuse_empty_ones() {
+    let t = resolve_task(fixture("qa/task.json").to_str().unwrap()).unwrap();
+    assert_eq!(t.kind(), zo::data::TaskKind::Generation);
+    assert_eq!(t.generation().stop, vec!["\n"]);
+    assert_eq!(t.generation().max_new_tokens, 6);
+    let ex = load_jsonl(&fixture("qa/examples.jsonl")).unwrap();
+    let r = t.render(&ex[0]).unwrap();
+    assert_eq!(r.candidates, vec![" Paris"]);
+    assert_eq!(r.answers, vec!["Paris", "in Paris"]);
+    // A line without `label` is fine for a task that does not read one.
+    assert_eq!(t.render(&ex[1]).unwrap().answers, vec!["100 degrees"]);
+    for (i, want) in [
+        (2, "no reference answer"),
+        (3, "answer 0 is empty"),
+        (4, "missing field `answers`"),
+    ] {
+        let e = t.render(&ex[i]).unwrap_err().to_string();
+        assert!(e.contains(want), "line {}: {e}", i + 1);
+    }
+}
+
+#[test]
+fn specs_with_unknown_kinds_or_fields_are_refused() {
+    let e = zo::data::task_from_json(r#"{"name": "x", "kind": "ranking"}"#, "s.json")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown kind \"ranking\""), "{e}");
+    let e = zo::data::task_from_json(
+        r#"{"name": "x", "kind": "choice", "template": "{q}", "choice_field": "c"}"#,
+        "s.json",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("s.json") && e.contains("choice_field"), "{e}");
+    // Label words keep their file order through the kind dispatch.
+    let t = zo::data::task_from_json(
+        r#"{"kind": "classification", "name": "x", "template": "{text}",
+            "label_words": {"pos": " yes", "neg": " no"}}"#,
+        "s.json",
+    )
+    .unwrap();
+    let r = t
+        .render(&Example::new("neg").with_field("text", "t"))
+        .unwrap();
+    assert_eq!(
+        (r.candidates, r.gold),
+        (vec![" yes".into(), " no".into()], 1)
+    );
+}
+
+#[test]
+fn objectives_that_a_task_cannot_judge_are_refused() {
+    use zo::engine::Objective;
+    let qa = resolve_task(fixture("qa/task.json").to_str().unwrap()).unwrap();
+    let sent = resolve_task("sentiment").unwrap();
+    let e = Objective::F1
+        .resolve(sent.kind(), sent.name())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no reference answers"), "{e}");
+    assert_eq!(
+        Objective::Auto.resolve(qa.kind(), qa.name()).unwrap(),
+        Objective::Lm
+    );
+    assert!(Objective::Classification
+        .resolve(qa.kind(), qa.name())
+        .is_err());
+}

@@ -138,6 +138,11 @@ impl Task for ChoiceTask {
             }
             candidates.push(cand);
         }
+        if ex.label.is_empty() {
+            return Err(Error::Data(format!(
+                "{at}: missing field `label` (the index of the gold choice)"
+            )));
+        }
         let gold = ex
             .label
             .trim()

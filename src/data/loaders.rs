@@ -43,7 +43,8 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Example>> {
             return Err(data_err(path, n, "expected a JSON object"));
         };
         let label = match obj.get("label") {
-            None => return Err(data_err(path, n, "missing field `label`")),
+            // Generation data has no label; label and choice tasks refuse an empty one.
+            None => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(x)) if x.is_i64() || x.is_u64() => x.to_string(),
             Some(other) => {

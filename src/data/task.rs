@@ -192,6 +192,14 @@ impl Task for ClassificationTask {
 
     fn render(&self, ex: &Example) -> Result<Rendered> {
         let prompt = self.template.render(ex)?;
+        if ex.label.is_empty() {
+            return Err(Error::Data(format!(
+                "{}: missing field `label` (task {:?} needs one of: {})",
+                ex.location(),
+                self.name,
+                self.labels.join(", ")
+            )));
+        }
         let gold = self
             .labels
             .iter()

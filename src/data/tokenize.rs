@@ -96,3 +96,47 @@ where
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{GenerationDefaults, GenerationTask};
+
+    /// One id per byte: lengths are easy to reason about.
+    fn bytes(s: &str, _special: bool) -> Result<Vec<u32>> {
+        Ok(s.bytes().map(u32::from).collect())
+    }
+
+    #[test]
+    fn an_example_longer_than_the_context_is_named() {
+        let defaults = GenerationDefaults {
+            max_new_tokens: 4,
+            stop: vec![],
+        };
+        let task =
+            GenerationTask::new("sft", "{prompt}", "response", " {answer}", defaults).unwrap();
+        let ex = |p: &str, line| {
+            Example::new("")
+                .with_field("prompt", p)
+                .with_field("response", "abc")
+                .with_origin(crate::data::Origin {
+                    path: "sft.jsonl".into(),
+                    line,
+                })
+        };
+        // 6 prompt bytes + " abc" = 10 tokens.
+        let ok = tokenize_within(&task, &[ex("123456", 1)], 10, bytes).unwrap();
+        assert_eq!(
+            ok[0].candidates,
+            vec![b" abc".iter().map(|&b| b as u32).collect::<Vec<_>>()]
+        );
+        assert_eq!(ok[0].answers, vec!["abc"]);
+        let e = tokenize_within(&task, &[ex("123456", 1), ex("1234567", 2)], 10, bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sft.jsonl:2") && e.contains("context of 10"),
+            "{e}"
+        );
+    }
+}
