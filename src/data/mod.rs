@@ -4,6 +4,7 @@
 //! [`Task`] renders each into a prompt and candidate continuations, and [`tokenize_examples`]
 //! turns those into the [`crate::plan::TokenizedExample`]s that plans are built from.
 
+mod answer_metrics;
 mod example;
 mod loaders;
 mod split;
@@ -11,6 +12,7 @@ mod task;
 mod template;
 mod tokenize;
 
+pub use answer_metrics::{exact_match, normalize_answer, token_f1};
 pub use example::{Example, Origin};
 pub use loaders::{load_file, load_jsonl, load_split, load_tsv};
 pub use split::{mezo_splits, sample, sample_per_label, shuffle, SplitSpec, Splits, TrainSize};
