@@ -14,6 +14,7 @@ mod task;
 mod template;
 mod tokenize;
 
+pub use answer_metrics::{exact_match, normalize_answer, token_f1};
 pub use choice_task::ChoiceTask;
 pub use example::{Example, Origin};
 pub use generation_task::GenerationTask;
