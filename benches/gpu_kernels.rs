@@ -14,11 +14,13 @@ mod gpu {
     use criterion::{BenchmarkId, Criterion, Throughput};
     use zo::backend::cuda::kernels::adapter::DeviceSegments;
     use zo::backend::cuda::kernels::attention::{PrefillAttention, QkvLayout, SeqTables, PAGE};
+    use zo::backend::cuda::kernels::decode::{DecodeAttention, NoiseRows};
     use zo::backend::cuda::kernels::loss::Logits;
     use zo::backend::cuda::kernels::ops::{NormWeights, RowShape};
     use zo::backend::cuda::kernels::rng::Draw;
     use zo::backend::cuda::kernels::update::{Strided, UpdateDirs};
     use zo::backend::cuda::{kernels, linear, CudaDevice, DBuf, DType, GemmShape};
+    use zo::backend::decode::Sampling;
     use zo::model::NormKind;
     use zo::perturb::adapter::{k_aug, padding, AugFamily, AugSite};
     use zo::perturb::{Dist, Segment};
@@ -32,6 +34,7 @@ mod gpu {
         ("rng", rng),
         ("adapter", adapter),
         ("attention", attention),
+        ("decode", decode),
         ("loss", loss),
         ("update", update),
         ("ops", ops),
@@ -403,6 +406,83 @@ mod gpu {
                     |b| b.iter_custom(|iters| timed(dev, iters, || run().expect("attention"))),
                 );
             }
+        }
+        g.finish();
+        Ok(())
+    }
+
+    /// Decode attention for Llama-3-8B's shape (32 heads, 8 kv heads, hd 128) at batch ×
+    /// context sizes from one long sequence to many short ones, and the token pick over 64
+    /// rows of Qwen's vocabulary, greedy and seeded. Bytes: the K and V caches read once
+    /// (attention), the logits read once (pick).
+    fn decode(c: &mut Criterion, dev: &CudaDevice) -> Result<()> {
+        const HEADS: usize = 32;
+        const KV_HEADS: usize = 8;
+        const HD: usize = 128;
+        let mut g = c.benchmark_group("gpu_decode_bytes");
+        for (n, ctx) in [(1usize, 4096usize), (8, 2048), (32, 512), (64, 128)] {
+            let layout = QkvLayout::fused(n, HEADS, KV_HEADS, HD);
+            let kv_width = KV_HEADS * HD;
+            let max_pages = ctx.div_ceil(PAGE);
+            let cache_len = n * max_pages * PAGE * kv_width;
+            let qkv = random(dev, DType::F32, n * layout.ld, 8, 1.0)?;
+            let k_cache = random(dev, DType::F32, cache_len, 10, 1.0)?;
+            let v_cache = random(dev, DType::F32, cache_len, 11, 1.0)?;
+            // Sequence s owns pages s·max_pages ..
+            let tables: Vec<u32> = (0..n * max_pages).map(|i| i as u32).collect();
+            let tables = DBuf::from_words(dev, &tables)?;
+            let ctx_lens = DBuf::from_words(dev, &vec![ctx as u32; n])?;
+            let a = DecodeAttention {
+                qkv: qkv.view(),
+                layout,
+                k_cache: k_cache.view(),
+                v_cache: v_cache.view(),
+                ctx_lens: ctx_lens.view(),
+                block_tables: tables.view(),
+                max_pages,
+                max_ctx: ctx,
+                prefix: None,
+                scale: 1.0 / (HD as f32).sqrt(),
+            };
+            let ws = DBuf::zeros(dev, DType::F32, a.workspace_len().max(1))?;
+            let out = DBuf::zeros(dev, DType::Bf16, n * HEADS * HD)?;
+            let run =
+                || kernels::decode::decode_attention(dev, &a, ws.view(), out.view(), HEADS * HD);
+            run()?;
+            g.throughput(Throughput::Bytes((2 * n * ctx * kv_width * 4) as u64));
+            g.bench_function(
+                BenchmarkId::new("attn_decode_hd128_gqa4", format!("{n}x{ctx}")),
+                |b| b.iter_custom(|iters| timed(dev, iters, || run().expect("decode"))),
+            );
+        }
+        const ROWS: usize = 64;
+        let vocab = 151936;
+        let logits = random(dev, DType::F32, ROWS * vocab, 9, 3.0)?;
+        let seq = DBuf::from_words(dev, &(0..ROWS as u32).collect::<Vec<_>>())?;
+        let pos = DBuf::from_words(dev, &vec![100u32; ROWS])?;
+        let picked = DBuf::zeros(dev, DType::F32, ROWS)?;
+        let l = Logits {
+            data: logits.view(),
+            rows: ROWS,
+            vocab,
+            ld: vocab,
+        };
+        let seeded = Sampling::Seeded {
+            seed: 5,
+            temperature: 0.8,
+        };
+        for (name, sampling) in [("greedy", Sampling::Greedy), ("gumbel", seeded)] {
+            let noise = NoiseRows {
+                seq: seq.view(),
+                pos: pos.view(),
+            };
+            let run = || kernels::decode::pick_tokens(dev, l, sampling, Some(noise), picked.view());
+            run()?;
+            g.throughput(Throughput::Bytes((ROWS * vocab * 4) as u64));
+            g.bench_function(
+                BenchmarkId::new(format!("pick_{name}"), format!("{ROWS}x{vocab}")),
+                |b| b.iter_custom(|iters| timed(dev, iters, || run().expect("pick"))),
+            );
         }
         g.finish();
         Ok(())

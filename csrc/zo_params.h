@@ -54,5 +54,6 @@ typedef struct ZoRngDrawParams {
 #include "params/ops.h"
 #include "params/loss.h"
 #include "params/init.h"
+#include "params/decode.h"
 
 #endif /* ZO_PARAMS_H */

@@ -29,6 +29,13 @@ pub const ZO_ACT_GELU: u32 = 2;
 pub const ZO_INIT_NORMAL: u32 = 0;
 pub const ZO_INIT_CONST: u32 = 1;
 pub const ZO_INIT_UNIFORM: u32 = 2;
+pub const ZO_DECODE_SPLIT_KEYS: u32 = 128;
+pub const ZO_DECODE_WARPS: u32 = 4;
+pub const ZO_DECODE_HEADS: u32 = 8;
+pub const ZO_DECODE_COMBINE_THREADS: u32 = 128;
+pub const ZO_PICK_GREEDY: u32 = 0;
+pub const ZO_PICK_GUMBEL: u32 = 1;
+pub const ZO_PICK_THREADS: u32 = 512;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct ZoRngStream {
@@ -764,4 +771,130 @@ const _: () = {
     [
         "Offset of field: ZoInitParams::reserved",
     ][::std::mem::offset_of!(ZoInitParams, reserved) - 52usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct ZoDecodeParams {
+    pub n_seqs: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub q_ld: u32,
+    pub q_col: u32,
+    pub out_ld: u32,
+    pub max_pages: u32,
+    pub num_pages: u32,
+    pub heads_per_block: u32,
+    pub head_chunks: u32,
+    pub splits: u32,
+    pub scale: f32,
+    pub prefix_len: u32,
+    pub n_segments: u32,
+    pub prefix_dist: u32,
+    pub prefix_role: u32,
+    pub prefix_key_tensor: u32,
+    pub prefix_value_tensor: u32,
+    pub reserved: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ZoDecodeParams"][::std::mem::size_of::<ZoDecodeParams>() - 80usize];
+    ["Alignment of ZoDecodeParams"][::std::mem::align_of::<ZoDecodeParams>() - 4usize];
+    [
+        "Offset of field: ZoDecodeParams::n_seqs",
+    ][::std::mem::offset_of!(ZoDecodeParams, n_seqs) - 0usize];
+    [
+        "Offset of field: ZoDecodeParams::heads",
+    ][::std::mem::offset_of!(ZoDecodeParams, heads) - 4usize];
+    [
+        "Offset of field: ZoDecodeParams::kv_heads",
+    ][::std::mem::offset_of!(ZoDecodeParams, kv_heads) - 8usize];
+    [
+        "Offset of field: ZoDecodeParams::head_dim",
+    ][::std::mem::offset_of!(ZoDecodeParams, head_dim) - 12usize];
+    [
+        "Offset of field: ZoDecodeParams::q_ld",
+    ][::std::mem::offset_of!(ZoDecodeParams, q_ld) - 16usize];
+    [
+        "Offset of field: ZoDecodeParams::q_col",
+    ][::std::mem::offset_of!(ZoDecodeParams, q_col) - 20usize];
+    [
+        "Offset of field: ZoDecodeParams::out_ld",
+    ][::std::mem::offset_of!(ZoDecodeParams, out_ld) - 24usize];
+    [
+        "Offset of field: ZoDecodeParams::max_pages",
+    ][::std::mem::offset_of!(ZoDecodeParams, max_pages) - 28usize];
+    [
+        "Offset of field: ZoDecodeParams::num_pages",
+    ][::std::mem::offset_of!(ZoDecodeParams, num_pages) - 32usize];
+    [
+        "Offset of field: ZoDecodeParams::heads_per_block",
+    ][::std::mem::offset_of!(ZoDecodeParams, heads_per_block) - 36usize];
+    [
+        "Offset of field: ZoDecodeParams::head_chunks",
+    ][::std::mem::offset_of!(ZoDecodeParams, head_chunks) - 40usize];
+    [
+        "Offset of field: ZoDecodeParams::splits",
+    ][::std::mem::offset_of!(ZoDecodeParams, splits) - 44usize];
+    [
+        "Offset of field: ZoDecodeParams::scale",
+    ][::std::mem::offset_of!(ZoDecodeParams, scale) - 48usize];
+    [
+        "Offset of field: ZoDecodeParams::prefix_len",
+    ][::std::mem::offset_of!(ZoDecodeParams, prefix_len) - 52usize];
+    [
+        "Offset of field: ZoDecodeParams::n_segments",
+    ][::std::mem::offset_of!(ZoDecodeParams, n_segments) - 56usize];
+    [
+        "Offset of field: ZoDecodeParams::prefix_dist",
+    ][::std::mem::offset_of!(ZoDecodeParams, prefix_dist) - 60usize];
+    [
+        "Offset of field: ZoDecodeParams::prefix_role",
+    ][::std::mem::offset_of!(ZoDecodeParams, prefix_role) - 64usize];
+    [
+        "Offset of field: ZoDecodeParams::prefix_key_tensor",
+    ][::std::mem::offset_of!(ZoDecodeParams, prefix_key_tensor) - 68usize];
+    [
+        "Offset of field: ZoDecodeParams::prefix_value_tensor",
+    ][::std::mem::offset_of!(ZoDecodeParams, prefix_value_tensor) - 72usize];
+    [
+        "Offset of field: ZoDecodeParams::reserved",
+    ][::std::mem::offset_of!(ZoDecodeParams, reserved) - 76usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct ZoPickParams {
+    pub stream: ZoRngStream,
+    pub rows: u32,
+    pub vocab: u32,
+    pub ld: u32,
+    pub mode: u32,
+    pub inv_temperature: f32,
+    pub reserved: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ZoPickParams"][::std::mem::size_of::<ZoPickParams>() - 40usize];
+    ["Alignment of ZoPickParams"][::std::mem::align_of::<ZoPickParams>() - 4usize];
+    [
+        "Offset of field: ZoPickParams::stream",
+    ][::std::mem::offset_of!(ZoPickParams, stream) - 0usize];
+    [
+        "Offset of field: ZoPickParams::rows",
+    ][::std::mem::offset_of!(ZoPickParams, rows) - 16usize];
+    [
+        "Offset of field: ZoPickParams::vocab",
+    ][::std::mem::offset_of!(ZoPickParams, vocab) - 20usize];
+    [
+        "Offset of field: ZoPickParams::ld",
+    ][::std::mem::offset_of!(ZoPickParams, ld) - 24usize];
+    [
+        "Offset of field: ZoPickParams::mode",
+    ][::std::mem::offset_of!(ZoPickParams, mode) - 28usize];
+    [
+        "Offset of field: ZoPickParams::inv_temperature",
+    ][::std::mem::offset_of!(ZoPickParams, inv_temperature) - 32usize];
+    [
+        "Offset of field: ZoPickParams::reserved",
+    ][::std::mem::offset_of!(ZoPickParams, reserved) - 36usize];
 };

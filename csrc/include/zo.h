@@ -101,6 +101,13 @@
 #define ZO_KERNEL_ATTN_PAGE 16
 
 /**
+ * How `zo_kernel_pick` scores a token.
+ */
+#define ZO_KERNEL_PICK_GREEDY 0
+
+#define ZO_KERNEL_PICK_SEEDED 1
+
+/**
  * `zo_kernel_merge_params.left`: the left factor is a LoZO bank `bankᵀ`, f32 `[rank][out]`.
  */
 #define ZO_FACTOR_BANK_T 0
@@ -400,6 +407,32 @@ typedef struct {
   void *out;
   size_t out_len;
 } zo_kernel_attention_buffers;
+
+/**
+ * Shapes and sampling of `zo_kernel_pick`.
+ */
+typedef struct {
+  /**
+   * `sizeof(zo_kernel_pick_params)`.
+   */
+  size_t struct_size;
+  /**
+   * The logits are f32 `[rows][ld]`, of which the first `vocab` columns are read (`ld` 0,
+   * the default, means `vocab`).
+   */
+  size_t rows;
+  size_t vocab;
+  size_t ld;
+  /**
+   * `ZO_KERNEL_PICK_*` (default `ZO_KERNEL_PICK_GREEDY`).
+   */
+  int32_t sampling;
+  /**
+   * Seeded sampling: Gumbel-max at `temperature` (finite, > 0) with noise from `seed`.
+   */
+  float temperature;
+  uint64_t seed;
+} zo_kernel_pick_params;
 
 /**
  * The logits of `zo_kernel_candidate_logprobs`.
@@ -1082,6 +1115,34 @@ zo_kernel_attention_buffers zo_kernel_attention_default_buffers(void);
 zo_status zo_kernel_attention_prefill(const zo_kernel_target *target,
                                       const zo_kernel_attention_params *params,
                                       const zo_kernel_attention_buffers *buffers);
+
+/**
+ * Defaults of `zo_kernel_pick_params`: no rows, greedy.
+ */
+zo_kernel_pick_params zo_kernel_pick_default_params(void);
+
+/**
+ * The token of each row of `logits` into `tokens` (uint32 `[rows]`, `tokens_len` ≥ rows),
+ * exactly zo's CPU pick: the argmax over the vocabulary (ties to the lowest id, NaN never
+ * wins, a row without a number picks 0), of `fma(logit, 1/T, G)` when seeded, with `G` the
+ * Gumbel noise of token t at position `pos[r]` of sequence `seq[r]` (uint32 `[rows]` each,
+ * `n_rows` ≥ rows; read only when seeded, else may be NULL). All on the target's device.
+ * `ZO_ERR_SHAPE` when an extent exceeds its count, the vocabulary is empty or the
+ * temperature is not a finite value > 0.
+ *
+ * # Safety
+ * The pointers hold what their counts say on the target's device (see `zo_kernel_target`);
+ * `target` and `params` point at valid structs.
+ */
+zo_status zo_kernel_pick(const zo_kernel_target *target,
+                         const zo_kernel_pick_params *params,
+                         const float *logits,
+                         size_t logits_len,
+                         const uint32_t *seq,
+                         const uint32_t *pos,
+                         size_t n_rows,
+                         uint32_t *tokens,
+                         size_t tokens_len);
 
 /**
  * Defaults of `zo_kernel_logprob_params`: no rows.

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#define ZO_EMU_FAMILIES(X) X(adapter) X(attention) X(init) X(loss) X(ops) X(rng) X(update)
+#define ZO_EMU_FAMILIES(X) X(adapter) X(attention) X(decode) X(init) X(loss) X(ops) X(rng) X(update)
 
 #define ZO_EMU_DECLARE(f) extern "C" const zo_emu::KernelEntry* zo_emu_kernels_##f(size_t* n);
 ZO_EMU_FAMILIES(ZO_EMU_DECLARE)

@@ -10,7 +10,7 @@
 //! header is the same for every build.
 //!
 //! One module per kernel family, as in `backend::cuda::kernels`: [`update`], [`loss`],
-//! [`adapter`], [`attention`].
+//! [`adapter`], [`attention`], [`decode`].
 // Without the CUDA backend the bodies are cfg'd away and the arguments go unused.
 #![cfg_attr(not(feature = "cuda"), allow(unused_variables, unused_imports))]
 
@@ -35,11 +35,13 @@ macro_rules! with_cuda {
 
 pub mod adapter;
 pub mod attention;
+pub mod decode;
 pub mod loss;
 pub mod update;
 
 pub use adapter::*;
 pub use attention::*;
+pub use decode::*;
 pub use loss::*;
 pub use update::*;
 

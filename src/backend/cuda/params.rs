@@ -27,6 +27,8 @@ kernel_params!(
     ZoActParams,
     ZoLogprobParams,
     ZoInitParams,
+    ZoDecodeParams,
+    ZoPickParams,
 );
 
 /// `base_<dtype>`: the name scheme of every kernel instantiated per storage type
@@ -57,5 +59,9 @@ pub fn typed(base: &'static str, dtype: super::DType) -> &'static str {
         "zo_attn_prefill_hd128",
         "zo_attn_prefill_any",
         "zo_init",
+        "zo_attn_decode_hd64",
+        "zo_attn_decode_hd128",
+        "zo_attn_decode_any",
+        "zo_attn_decode_combine",
     )
 }

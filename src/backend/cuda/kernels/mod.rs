@@ -10,6 +10,7 @@
 //! | `ops` | embed, norm, act | `backend::cpu::ops` |
 //! | `attention` | rope, kv_write, attn_prefill | `backend::cpu::attention` |
 //! | `adapter` | adapter_shrink, adapter_pack | `perturb::adapter` |
+//! | `decode` | attn_decode (+ combine), pick | `backend::cpu::attention`, `backend::decode::pick` |
 //! | `loss` | candidate_logprobs | `backend::cpu::ops::log_sum_exp` |
 //! | `update` | seeded_axpy, factor_merge, lowrank_{momentum,basis,project} | `perturb::{dense,lowrank,lora}` |
 //! | `rng` | rng_draw | `rng` |
@@ -19,6 +20,7 @@
 
 pub mod adapter;
 pub mod attention;
+pub mod decode;
 pub mod init;
 pub mod loss;
 pub mod ops;
