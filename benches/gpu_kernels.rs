@@ -387,6 +387,7 @@ mod gpu {
                     seqs: SeqTables {
                         cu_seqlens: cu.view(),
                         ctx_lens: ctx.view(),
+                        own_starts: None,
                         block_tables: tables.view(),
                         max_pages,
                         max_seqlen,
