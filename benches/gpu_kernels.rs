@@ -390,6 +390,7 @@ mod gpu {
                     seqs: SeqTables {
                         cu_seqlens: cu.view(),
                         ctx_lens: ctx.view(),
+                        own_starts: None,
                         block_tables: tables.view(),
                         max_pages,
                         max_seqlen,

@@ -66,6 +66,9 @@ extern "C" __global__ void zo_kv_write(ZoKvWriteParams p, const float* __restric
 //
 // Keys of a sequence, in order (the CPU's order): prefix positions, ctx_len cached tokens, the
 // sequence's own tokens; query i of the sequence sees keys [0, prefix_len + ctx_len + i].
+// Cached token c is at block-table position c, own token i at own_starts[s] + i (ctx_len when
+// own_starts is NULL): a sequence reading a shared prompt starts its own tokens on a fresh page,
+// so siblings never write into the prompt's partially filled last page.
 // Per tile of ZO_ATTN_KEYS keys: lane j scores key j against the warp's rows, the warp updates
 // each row's running max / sum (fp32 online softmax), then accumulates p_j * v_j with lane l
 // owning output dims l, l + 32, ...
@@ -82,9 +85,10 @@ template <typename T, int HDC, bool FIXED>
 __device__ __forceinline__ void zo_attn_prefill(
     const ZoAttnParams& p, const float* __restrict__ q, const float* __restrict__ k_cache,
     const float* __restrict__ v_cache, const uint32_t* __restrict__ cu_seqlens,
-    const uint32_t* __restrict__ ctx_lens, const uint32_t* __restrict__ block_tables,
-    const float* __restrict__ prefix_k, const float* __restrict__ prefix_v,
-    const ZoSegment* __restrict__ segments, T* __restrict__ out) {
+    const uint32_t* __restrict__ ctx_lens, const uint32_t* __restrict__ own_starts,
+    const uint32_t* __restrict__ block_tables, const float* __restrict__ prefix_k,
+    const float* __restrict__ prefix_v, const ZoSegment* __restrict__ segments,
+    T* __restrict__ out) {
     constexpr int R = ZO_ATTN_ROWS;
     constexpr int M = ZO_ATTN_WARPS * ZO_ATTN_ROWS;
     constexpr int KT = ZO_ATTN_KEYS;
@@ -109,6 +113,8 @@ __device__ __forceinline__ void zo_attn_prefill(
     // Positions past the block table have no page (they read as zeros); the clamp only keeps
     // the key count from overflowing on a corrupt ctx_len.
     const uint32_t ctx = min(ctx_lens[s], cap);
+    // Likewise for the own tokens' first table position.
+    const uint32_t own0 = own_starts ? min(own_starts[s], cap) : ctx;
     const uint32_t np = p.prefix_len;
     const uint32_t kv_count = np + ctx + t_end;
     const uint32_t kv_width = p.kv_heads * (uint32_t)hd;
@@ -202,7 +208,8 @@ __device__ __forceinline__ void zo_attn_prefill(
                         vv = __fmaf_rn(zscale, b, vv);
                     }
                 } else {
-                    const uint32_t pos = j - np;
+                    const uint32_t c = j - np;
+                    const uint32_t pos = c < ctx ? c : own0 + (c - ctx);
                     const uint32_t page =
                         pos / ZO_ATTN_PAGE < p.max_pages ? table[pos / ZO_ATTN_PAGE] : p.num_pages;
                     if (page < p.num_pages) {
@@ -301,11 +308,13 @@ __device__ __forceinline__ void zo_attn_prefill(
     extern "C" __global__ void __launch_bounds__(ZO_ATTN_WARPS * 32, 2) name(                       \
         ZoAttnParams p, const float* __restrict__ q, const float* __restrict__ k_cache,        \
         const float* __restrict__ v_cache, const uint32_t* __restrict__ cu_seqlens,            \
-        const uint32_t* __restrict__ ctx_lens, const uint32_t* __restrict__ block_tables,      \
-        const float* __restrict__ prefix_k, const float* __restrict__ prefix_v,                \
-        const ZoSegment* __restrict__ segments, T* __restrict__ out) {                          \
+        const uint32_t* __restrict__ ctx_lens, const uint32_t* __restrict__ own_starts,        \
+        const uint32_t* __restrict__ block_tables, const float* __restrict__ prefix_k,         \
+        const float* __restrict__ prefix_v, const ZoSegment* __restrict__ segments,            \
+        T* __restrict__ out) {                                                                  \
         zo_attn_prefill<T, HDC, FIXED>(p, q, k_cache, v_cache, cu_seqlens, ctx_lens,           \
-                                       block_tables, prefix_k, prefix_v, segments, out);       \
+                                       own_starts, block_tables, prefix_k, prefix_v, segments, \
+                                       out);                                                    \
     }
 #define ZO_ATTN_PREFILL_ALL(suffix, T)                                                          \
     ZO_ATTN_PREFILL(zo_attn_prefill_hd64_##suffix, T, 64, true)                                 \

@@ -579,3 +579,318 @@ fn a_cuda_run_replays_on_the_cpu_bit_for_bit() {
         assert_state_equal(&out.backend, &cpu, &format!("{dev}: replayed on the CPU"));
     }
 }
+
+/// Examples whose candidates span several tokens: prompts ending mid-page (21 tokens), on a
+/// page boundary (16) and short (5), candidates of 1 to 18 tokens, so children of a shared
+/// prompt read its partially filled last page and cross pages of their own.
+fn multi_token_examples(vocab: u32) -> Vec<zo::plan::TokenizedExample> {
+    let tok = |i: u32| (i * 37 + 5) % vocab;
+    let run = |a: u32, n: u32| (a..a + n).map(tok).collect::<Vec<u32>>();
+    vec![
+        zo::plan::TokenizedExample {
+            prompt: run(0, 21),
+            candidates: vec![run(50, 3), run(60, 1), run(70, 18)],
+            gold: 2,
+        },
+        zo::plan::TokenizedExample {
+            prompt: run(100, 16),
+            candidates: vec![run(120, 2), run(130, 4)],
+            gold: 0,
+        },
+        zo::plan::TokenizedExample {
+            prompt: run(200, 5),
+            candidates: vec![run(210, 1), run(220, 1)],
+            gold: 1,
+        },
+    ]
+}
+
+/// The default layout of multi-token candidates (children reading the shared prompt's pages)
+/// under ± variants and the base rows, for lora, lowrank and prefix: the CUDA backend's
+/// log-probs equal the CPU's, and equal its own for the per-candidate layout of the same
+/// examples, within the f32 tolerance. One update first, so lora's B (and the trained prefix)
+/// is live on the base rows too.
+#[test]
+fn shared_prompt_scores_match_the_cpu_and_the_per_candidate_layout() {
+    use zo::model::Slot;
+    use zo::plan::Sharing;
+    for (dev, target) in targets("shared_prompt_scores_match_the_cpu_and_the_per_candidate_layout")
+    {
+        for (cfg, fam) in [
+            (
+                ModelConfig::tiny_llama(),
+                mezo_lora(vec![Slot::V, Slot::Down, Slot::Q]),
+            ),
+            (
+                ModelConfig::tiny_opt(),
+                mezo_lora(vec![Slot::Fc1, Slot::K, Slot::O]),
+            ),
+            (ModelConfig::tiny_llama(), lozo(None)),
+            (ModelConfig::tiny_opt(), lozo(None)),
+            (
+                ModelConfig::tiny_llama3(),
+                FamilyConfig::Prefix { tokens: 3 },
+            ),
+        ] {
+            let model = tiny(cfg);
+            let dist = Dist::Gaussian;
+            let what = format!("{dev}: {} {}", model.config.model_type, fam.name());
+            let mut gpu = CudaBackend::new_seeded(
+                &model,
+                Some((&fam, dist)),
+                3,
+                &opts(target, DType::F32, 1),
+            )
+            .unwrap();
+            let family = zo::perturb::build(&fam, dist, &model, 3).unwrap();
+            let mut cpu = CpuBackend::with_family(model.clone(), family);
+            gpu.begin_step(0, None).unwrap();
+            cpu.begin_step(0, None);
+            let rec = zo::perturb::StepRecord {
+                step: 0,
+                seeds: vec![77],
+                grads: vec![5.0],
+                lr: 1e-2,
+                period_seed: None,
+            };
+            let ucfg = zo::perturb::UpdateConfig {
+                dist,
+                weight_decay: 0.0,
+                rule: Default::default(),
+            };
+            gpu.update(&rec, &ucfg).unwrap();
+            cpu.update(&rec, &ucfg).unwrap();
+            gpu.begin_step(1, None).unwrap();
+            cpu.begin_step(1, None);
+            let examples = multi_token_examples(model.config.vocab_size as u32);
+            let vars = variants(&[123], 1e-1);
+            let shared = Plan::build(&examples, &vars).unwrap();
+            assert!(
+                shared.has_contexts(),
+                "{what}: the default layout shares prompts"
+            );
+            let per = Plan::build_with(&examples, &vars, Sharing::PerCandidate).unwrap();
+            assert!(!per.has_contexts());
+            let g = gpu.score(&shared).unwrap();
+            let c = cpu.score(&shared).unwrap().query_logprobs;
+            let g_per = gpu.score(&per).unwrap().query_logprobs;
+            compare(
+                &g.query_logprobs,
+                &c,
+                F32_TOL,
+                F32_TOL,
+                &format!("{what}: vs cpu"),
+            );
+            compare(
+                &g.query_logprobs,
+                &g_per,
+                F32_TOL,
+                F32_TOL,
+                &format!("{what}: vs per-candidate"),
+            );
+            assert_eq!(g.examples.len(), examples.len() * vars.len(), "{what}");
+            assert_variants_move(&shared, &c, 10.0 * F32_TOL, &what);
+        }
+    }
+}
+
+fn fixture(name: &str) -> Model {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf");
+    zo::model::load::load_model(&dir.join(name)).unwrap()
+}
+
+/// A decode batch of the same prompts under each variant (variant-major), lengths around a
+/// page (15 crosses into a second page on its first generated token).
+fn decode_batch(
+    vocab: u32,
+    vars: &[Variant],
+    sampling: zo::backend::decode::Sampling,
+) -> zo::backend::decode::DecodeBatch {
+    let prompts: Vec<Vec<u32>> = [15u32, 3, 17]
+        .iter()
+        .enumerate()
+        .map(|(p, &n)| {
+            (0..n)
+                .map(|i| (i * 31 + p as u32 * 7 + 1) % vocab)
+                .collect()
+        })
+        .collect();
+    let mut batch = zo::backend::decode::DecodeBatch::base(Vec::new(), sampling);
+    batch.variants = vars.to_vec();
+    for v in 0..vars.len() as u32 {
+        for p in &prompts {
+            batch.prompts.push(p.clone());
+            batch.seq_variant.push(v);
+        }
+    }
+    batch
+}
+
+/// The live sequences of decoding step `step` of a batch of `n`: all at first, then the second
+/// is dropped after three steps and the last after five.
+fn live_at(step: usize, n: usize) -> Vec<usize> {
+    (0..n)
+        .filter(|&i| !(step >= 3 && i == 1 || step >= 5 && i == n - 1))
+        .collect()
+}
+
+/// Tokens of `steps` decoding calls, dropping sequences as [`live_at`] says: `out[step]`
+/// holds the tokens of the live sequences in order.
+fn decode_run(
+    b: &dyn zo::backend::Backend,
+    batch: zo::backend::decode::DecodeBatch,
+    steps: usize,
+) -> Vec<Vec<u32>> {
+    let n = batch.prompts.len();
+    let mut d = b.decoder(batch).unwrap();
+    let mut out = Vec::new();
+    for step in 0..steps {
+        out.push(d.next(&live_at(step, n)).unwrap());
+    }
+    // A dropped sequence cannot be continued.
+    assert!(
+        d.next(&[1]).is_err(),
+        "{}: a dropped sequence ran",
+        b.name()
+    );
+    out
+}
+
+/// No family, lora (on q, v and the MLP's output) and lowrank, for a model of `arch`.
+fn families(arch: zo::model::Arch) -> Vec<Option<FamilyConfig>> {
+    use zo::model::Slot;
+    let mlp = match arch {
+        zo::model::Arch::Llama => Slot::Down,
+        zo::model::Arch::Opt => Slot::Fc2,
+    };
+    vec![
+        None,
+        Some(mezo_lora(vec![Slot::Q, Slot::V, mlp])),
+        Some(lozo(None)),
+    ]
+}
+
+/// The CUDA decoder against the CPU's: the fixture Llama and OPT, no family (base rows) and
+/// lora and lowrank with + and − variants next to the base rows in one batch; greedy tokens are
+/// equal over eight steps, with sequences dropped mid-way, and the variants do change what is
+/// generated.
+#[test]
+fn greedy_decoding_matches_the_cpu() {
+    use zo::backend::decode::Sampling;
+    for (dev, target) in targets("greedy_decoding_matches_the_cpu") {
+        for name in ["llama-tiny", "opt-tiny"] {
+            let model = fixture(name);
+            for fam in families(model.config.arch) {
+                let what = format!("{dev}: {name} {:?}", fam.as_ref().map(|f| f.name()));
+                let vars = match fam {
+                    None => vec![Variant::BASE],
+                    Some(_) => variants(&[41], 0.5),
+                };
+                let family = fam.as_ref().map(|f| (f, Dist::Gaussian));
+                let mut gpu =
+                    CudaBackend::new_seeded(&model, family, 9, &opts(target, DType::F32, 1))
+                        .unwrap();
+                let mut cpu = match &fam {
+                    None => CpuBackend::new(model.clone()),
+                    Some(f) => CpuBackend::with_family(
+                        model.clone(),
+                        zo::perturb::build(f, Dist::Gaussian, &model, 9).unwrap(),
+                    ),
+                };
+                if fam.is_some() {
+                    gpu.begin_step(0, None).unwrap();
+                    cpu.begin_step(0, None);
+                }
+                let vocab = model.config.vocab_size as u32;
+                let batch = decode_batch(vocab, &vars, Sampling::Greedy);
+                let n = batch.prompts.len();
+                let g = decode_run(&gpu, batch.clone(), 8);
+                let c = decode_run(&cpu, batch, 8);
+                assert_eq!(g, c, "{what}: greedy tokens");
+                // Per sequence, its stream of tokens; the same prompt under another variant
+                // must generate something else somewhere.
+                let stream = |i: usize| -> Vec<u32> {
+                    (0..8)
+                        .filter_map(|s| {
+                            let live = live_at(s, n);
+                            live.iter().position(|&j| j == i).map(|k| g[s][k])
+                        })
+                        .collect()
+                };
+                if fam.is_some() {
+                    let per = n / vars.len();
+                    assert!(
+                        (0..n - per).any(|i| stream(i) != stream(i + per)),
+                        "{what}: the variants generated the same tokens"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Seeded sampling replays bit for bit on the CUDA backend (a fresh decoder over the same
+/// batch), and it is not greedy decoding in disguise.
+#[test]
+fn seeded_sampling_replays_on_the_cuda_backend() {
+    use zo::backend::decode::Sampling;
+    for (dev, target) in targets("seeded_sampling_replays_on_the_cuda_backend") {
+        let model = fixture("llama-tiny");
+        let fam = lozo(None);
+        let mut gpu = CudaBackend::new_seeded(
+            &model,
+            Some((&fam, Dist::Gaussian)),
+            9,
+            &opts(target, DType::F32, 1),
+        )
+        .unwrap();
+        gpu.begin_step(0, None).unwrap();
+        let vocab = model.config.vocab_size as u32;
+        let vars = variants(&[41], 0.5);
+        let hot = Sampling::Seeded {
+            seed: 2024,
+            temperature: 1.0,
+        };
+        let a = decode_run(&gpu, decode_batch(vocab, &vars, hot), 8);
+        let b = decode_run(&gpu, decode_batch(vocab, &vars, hot), 8);
+        assert_eq!(a, b, "{dev}: seeded sampling replays");
+        let greedy = decode_run(&gpu, decode_batch(vocab, &vars, Sampling::Greedy), 8);
+        assert_ne!(
+            a, greedy,
+            "{dev}: sampling at T = 1 picked the argmax every time"
+        );
+    }
+}
+
+/// A long greedy run whose sequences outgrow the first KV cache (it doubles, keeping what it
+/// holds) and give pages back when dropped (reused by the survivor): the CUDA decoder's tokens
+/// equal the CPU's at every step.
+#[test]
+fn decoding_past_the_first_cache_matches_the_cpu() {
+    use zo::backend::decode::{DecodeBatch, Sampling};
+    for (dev, target) in targets("decoding_past_the_first_cache_matches_the_cpu") {
+        let model = fixture("llama-tiny");
+        let fam = lozo(None);
+        let mut gpu = CudaBackend::new_seeded(
+            &model,
+            Some((&fam, Dist::Gaussian)),
+            9,
+            &opts(target, DType::F32, 1),
+        )
+        .unwrap();
+        let family = zo::perturb::build(&fam, Dist::Gaussian, &model, 9).unwrap();
+        let mut cpu = CpuBackend::with_family(model.clone(), family);
+        gpu.begin_step(0, None).unwrap();
+        cpu.begin_step(0, None);
+        let mut batch = DecodeBatch::base(vec![vec![7], (0..30).collect()], Sampling::Greedy);
+        batch.variants = variants(&[41], 0.5);
+        batch.seq_variant = vec![0, 1];
+        let mut g = gpu.decoder(batch.clone()).unwrap();
+        let mut c = cpu.decoder(batch).unwrap();
+        for step in 0..40 {
+            let live: &[usize] = if step < 20 { &[0, 1] } else { &[1] };
+            let (a, b) = (g.next(live).unwrap(), c.next(live).unwrap());
+            assert_eq!(a, b, "{dev}: step {step}");
+        }
+    }
+}

@@ -783,6 +783,7 @@ mod cuda {
         let vc = m.put(Buf::f32s(&c.v_cache_after));
         let cu = m.put(Buf::words(&c.cu_seqlens));
         let ctx = m.put(Buf::words(&c.ctx_lens));
+        let own = c.own_starts.as_ref().map(|o| m.put(Buf::words(o)));
         let bt = m.put(Buf::words(&c.block_tables));
         let pk = m.put(Buf::f32s(&c.prefix_k));
         let pv = m.put(Buf::f32s(&c.prefix_v));
@@ -827,6 +828,8 @@ mod cuda {
             n_dirs: seeds.len(),
             out: out.addr,
             out_len: c.layout.rows * out_ld,
+            own_starts: own.as_ref().map_or(std::ptr::null(), |o| o.u32()),
+            own_starts_len: c.own_starts.as_ref().map_or(0, Vec::len),
             ..zo_kernel_attention_default_buffers()
         };
         let t = m.target();
@@ -846,9 +849,10 @@ mod cuda {
             prefix >= 2,
             "the attention cases hold {prefix} prefix batches"
         );
+        assert!(specs.iter().any(|s| s.fresh_pages && s.prefix > 0));
         for spec in specs
             .iter()
-            .filter(|s| s.prefix > 0 || s.name.contains("hd80"))
+            .filter(|s| s.prefix > 0 || s.name.contains("hd80") || s.fresh_pages)
         {
             let c = spec.build();
             for dtype in DTYPES {
@@ -1234,6 +1238,27 @@ mod cuda {
         // SAFETY: as above.
         let s = unsafe { zo_kernel_attention_prefill(&t, &p, &bad) };
         expect(s, ZO_ERR_STRUCT_SIZE, "buffers struct_size");
+        // A caller built against the header before own_starts passes the shorter struct: it
+        // is read as such (the fields past it are never looked at), own starts NULL.
+        let starts = [0u32, 0];
+        let older = zo_kernel_attention_buffers {
+            struct_size: std::mem::offset_of!(zo_kernel_attention_buffers, own_starts),
+            own_starts: starts.as_ptr(),
+            own_starts_len: 2,
+            ..b
+        };
+        // SAFETY: as above.
+        ok(
+            unsafe { zo_kernel_attention_prefill(&t, &p, &older) },
+            "attention through the older buffers struct",
+        );
+        let two_starts = zo_kernel_attention_buffers {
+            struct_size: std::mem::size_of::<zo_kernel_attention_buffers>(),
+            ..older
+        };
+        // SAFETY: as above.
+        let s = unsafe { zo_kernel_attention_prefill(&t, &p, &two_starts) };
+        expect(s, ZO_ERR_SHAPE, "own starts of 2 for 1 sequence");
     }
 
     /// tests/c/kernels.c: the seeded update from C on the host twin, against the formula

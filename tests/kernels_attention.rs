@@ -2,7 +2,8 @@
 //! and the KV write bit for bit, paged prefill attention under the tolerance rule of
 //! tests/common/attention.rs (max |out − ref64| ≤ 2·max |naive_T − ref64| + 1e-6 over a batch),
 //! for every storage dtype, GQA ratios 1, 3, 8 and 40, head dims 64, 80, 128 and 256, shared
-//! prompt pages, sequences crossing pages, and a prefix with +, − and base sequences.
+//! prompt pages (copied partial pages, and own tokens on fresh pages through `own_starts`),
+//! sequences crossing pages, and a prefix with +, − and base sequences.
 //!
 //! Emulation runs every CUDA thread as a fiber, so it gets the small version of each batch
 //! (same structure); a GPU gets the full-size one.
@@ -34,6 +35,7 @@ struct Dev {
     v_cache: DBuf,
     cu: DBuf,
     ctx: DBuf,
+    own_starts: Option<DBuf>,
     tables: DBuf,
     prefix: Option<(DBuf, DBuf)>,
     /// ZoSegment records as 32-bit words.
@@ -58,6 +60,7 @@ fn upload(dev: &CudaDevice, c: &Case) -> Dev {
         v_cache: f32s(dev, &c.v_cache),
         cu: words(dev, &c.cu_seqlens),
         ctx: words(dev, &c.ctx_lens),
+        own_starts: c.own_starts.as_ref().map(|o| words(dev, o)),
         tables: words(dev, &c.block_tables),
         prefix: (c.spec.prefix > 0).then(|| (f32s(dev, &c.prefix_k), f32s(dev, &c.prefix_v))),
         segments: (c.spec.prefix > 0 && !segs.is_empty()).then(|| words(dev, &segs)),
@@ -105,6 +108,7 @@ fn args<'a>(c: &Case, d: &'a Dev) -> PrefillAttention<'a> {
         seqs: SeqTables {
             cu_seqlens: d.cu.view(),
             ctx_lens: d.ctx.view(),
+            own_starts: d.own_starts.as_ref().map(DBuf::view),
             block_tables: d.tables.view(),
             max_pages: c.max_pages,
             max_seqlen: c.max_seqlen,
@@ -192,9 +196,19 @@ fn many_sequences() {
 }
 
 #[test]
+fn fresh_pages_after_a_partial_prompt_page() {
+    run_case("fresh_pages_after_a_partial_prompt_page", 8);
+}
+
+#[test]
+fn prefix_with_children_on_fresh_pages() {
+    run_case("prefix_with_children_on_fresh_pages", 9);
+}
+
+#[test]
 fn every_case_has_a_test() {
-    assert_eq!(cases(true).len(), 8);
-    assert_eq!(cases(false).len(), 8);
+    assert_eq!(cases(true).len(), 10);
+    assert_eq!(cases(false).len(), 10);
 }
 
 /// Same batch, run twice: the kernel is deterministic (no atomics, fixed reduction order).
@@ -243,6 +257,19 @@ fn launchers_refuse_bad_shapes() {
         assert!(
             attention_prefill(&dev, &a, short, qw).is_err(),
             "{name}: short output"
+        );
+        // An own-start table one entry short.
+        let short_starts = DBuf::from_words(&dev, &c.ctx_lens[1..]).unwrap();
+        let a_starts = PrefillAttention {
+            seqs: SeqTables {
+                own_starts: Some(short_starts.view()),
+                ..a.seqs
+            },
+            ..a
+        };
+        assert!(
+            attention_prefill(&dev, &a_starts, out.view(), qw).is_err(),
+            "{name}: own starts one short"
         );
         // The fp32 operands in a 2-byte buffer.
         let half = DBuf::zeros(&dev, DType::Bf16, c.qkv.len()).unwrap();

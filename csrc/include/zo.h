@@ -95,8 +95,8 @@
 
 /**
  * Tokens per KV-cache page. A cache is f32 `[num_pages][ZO_KERNEL_ATTN_PAGE][kv_heads]
- * [head_dim]`: position p of a sequence lives in page `block_tables[s * max_pages + p /
- * ZO_KERNEL_ATTN_PAGE]`, slot `p % ZO_KERNEL_ATTN_PAGE`.
+ * [head_dim]`: block-table position p of a sequence lives in page `block_tables[s * max_pages
+ * + p / ZO_KERNEL_ATTN_PAGE]`, slot `p % ZO_KERNEL_ATTN_PAGE`.
  */
 #define ZO_KERNEL_ATTN_PAGE 16
 
@@ -380,8 +380,9 @@ typedef struct {
   const uint32_t *ctx_lens;
   size_t ctx_lens_len;
   /**
-   * `n_seqs * max_pages` page ids, positions (cached tokens first, then the sequence's own)
-   * in order. Page ids past the caches read as zeros.
+   * `n_seqs * max_pages` page ids: cached token c of a sequence is at table position c, own
+   * token i at `own_starts[s] + i` (see `own_starts`). Page ids past the caches read as
+   * zeros.
    */
   const uint32_t *block_tables;
   size_t block_tables_len;
@@ -406,6 +407,16 @@ typedef struct {
    */
   void *out;
   size_t out_len;
+  /**
+   * `n_seqs` entries (or NULL): the block-table position of each sequence's first own
+   * token. NULL means `ctx_lens[s]`, own tokens right after the cached ones. A sequence
+   * reading a prompt shared with others starts its own tokens on a fresh page,
+   * `ceil(ctx_lens[s] / ZO_KERNEL_ATTN_PAGE) * ZO_KERNEL_ATTN_PAGE`, so that none of them
+   * writes into the prompt's partially filled last page. Callers built against a header
+   * without this field pass the shorter struct and get NULL.
+   */
+  const uint32_t *own_starts;
+  size_t own_starts_len;
 } zo_kernel_attention_buffers;
 
 /**

@@ -4,8 +4,8 @@
 #include <stdint.h>
 
 /* Tokens per KV-cache page. A cache is fp32 [num_pages][ZO_ATTN_PAGE][kv_heads][head_dim]; the
- * token at position p of a sequence lives in page block_table[p / ZO_ATTN_PAGE], offset
- * p % ZO_ATTN_PAGE. */
+ * token at block-table position p of a sequence lives in page block_table[p / ZO_ATTN_PAGE],
+ * offset p % ZO_ATTN_PAGE. */
 #define ZO_ATTN_PAGE 16u
 
 /* Prefill attention tiling: a CUDA block of ZO_ATTN_WARPS warps owns ZO_ATTN_WARPS *
@@ -43,7 +43,9 @@ typedef struct ZoKvWriteParams {
 
 /* zo_attn_prefill_*: causal attention of the packed new tokens of n_seqs sequences over
  * [prefix_len prefix positions][ctx_len cached tokens][the sequence's own tokens], the last
- * two read from the paged caches through the block table. */
+ * two read from the paged caches through the block table: cached token c at table position c,
+ * own token i at own_starts[s] + i (ctx_lens[s] when the own_starts pointer is NULL; a child of
+ * a shared prompt starts on a fresh page, ceil(ctx_len / ZO_ATTN_PAGE) * ZO_ATTN_PAGE). */
 typedef struct ZoAttnParams {
     uint32_t rows;     /* packed new tokens; cu_seqlens entries are clamped to it */
     uint32_t n_seqs;

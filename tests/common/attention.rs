@@ -1,6 +1,7 @@
 //! Attention test batches, run on every device of the kernel tests: packed sequences over
-//! paged K/V caches (shared prompt pages, sequences crossing pages, permuted page ids), a
-//! trainable prefix with +, − and base sequences, and the CPU references.
+//! paged K/V caches (shared prompt pages, sequences crossing pages, permuted page ids, own
+//! tokens on fresh pages after a shared partial prompt page), a trainable prefix with +, − and
+//! base sequences, and the CPU references.
 //!
 //! Tolerance rule of the attention output, as a max-norm over every element of a batch:
 //!
@@ -64,6 +65,11 @@ pub struct CaseSpec {
     /// Multiplies the queries: larger values make the softmax peakier.
     pub q_gain: f32,
     pub seed: u64,
+    /// Own tokens start on a fresh page after the context (`own_starts` =
+    /// ceil(ctx / PAGE)·PAGE) and every page of a shared prompt, its partially filled last
+    /// one too, is shared; otherwise the partial page is copied into each sequence's first
+    /// own page, which its own tokens continue (no `own_starts`).
+    pub fresh_pages: bool,
 }
 
 /// A built batch: the inputs the kernels get and the expected results.
@@ -82,6 +88,8 @@ pub struct Case {
     pub v_cache: Vec<f32>,
     pub cu_seqlens: Vec<u32>,
     pub ctx_lens: Vec<u32>,
+    /// Block-table position of each sequence's first own token (fresh pages only).
+    pub own_starts: Option<Vec<u32>>,
     pub block_tables: Vec<u32>,
     pub max_pages: usize,
     pub max_seqlen: usize,
@@ -168,15 +176,29 @@ impl CaseSpec {
         }
 
         // Pages: a prompt's full pages are shared; a partial last prompt page is copied into
-        // each sequence's first private page, which its own tokens then continue. Ids come
-        // from a pool handed out back to front so tables are far from the identity.
+        // each sequence's first private page, which its own tokens then continue, or, with
+        // fresh pages, shared too (its unused slots stay NaN) with the own tokens on the next
+        // page. Ids come from a pool handed out back to front so tables are far from the
+        // identity.
+        let fresh = self.fresh_pages;
+        let shared_of = |ctx: usize| {
+            if fresh {
+                ctx.div_ceil(PAGE)
+            } else {
+                ctx / PAGE
+            }
+        };
+        let own_start = |ctx: usize| if fresh { shared_of(ctx) * PAGE } else { ctx };
         let per_seq_pages: Vec<usize> = self
             .seqs
             .iter()
-            .map(|s| (s.ctx + s.len).div_ceil(PAGE))
+            .map(|s| (own_start(s.ctx) + s.len).div_ceil(PAGE))
             .collect();
         let max_pages = per_seq_pages.iter().copied().max().unwrap_or(1).max(1) + 1;
-        let shared_pages: usize = prompts.iter().map(|(_, k, _)| k.len() / kw / PAGE).sum();
+        let shared_pages: usize = prompts
+            .iter()
+            .map(|(_, k, _)| shared_of(k.len() / kw))
+            .sum();
         let total_pages = shared_pages + per_seq_pages.iter().sum::<usize>() + 3;
         let mut next_page = total_pages;
         let mut take = || {
@@ -185,7 +207,7 @@ impl CaseSpec {
         };
         let mut prompt_pages: Vec<Vec<u32>> = prompts
             .iter()
-            .map(|(_, k, _)| (0..k.len() / kw / PAGE).map(|_| take()).collect())
+            .map(|(_, k, _)| (0..shared_of(k.len() / kw)).map(|_| take()).collect())
             .collect();
         let page_elems = PAGE * kw;
         let mut k_cache = vec![f32::NAN; total_pages * page_elems];
@@ -195,8 +217,9 @@ impl CaseSpec {
             cache[at..at + kw].copy_from_slice(row);
         };
         for (pi, (_, k, v)) in prompts.iter().enumerate() {
+            let ctx = k.len() / kw;
             for (i, &page) in prompt_pages[pi].iter().enumerate() {
-                for off in 0..PAGE {
+                for off in 0..PAGE.min(ctx - i * PAGE) {
                     let r = i * PAGE + off;
                     put(&mut k_cache, page, off, &k[r * kw..][..kw]);
                     put(&mut v_cache, page, off, &v[r * kw..][..kw]);
@@ -208,19 +231,19 @@ impl CaseSpec {
         for (si, s) in self.seqs.iter().enumerate() {
             let table = &mut block_tables[si * max_pages..][..max_pages];
             let pi = ctx_of[si];
-            let full = s.ctx / PAGE;
+            let full = shared_of(s.ctx);
             table[..full].copy_from_slice(&prompt_pages[pi][..full]);
             for slot in table.iter_mut().take(per_seq_pages[si]).skip(full) {
                 *slot = take();
             }
-            // The partial prompt page, copied.
+            // The partial prompt page, copied (nothing with fresh pages).
             let (k, v) = (&prompts[pi].1, &prompts[pi].2);
             for r in full * PAGE..s.ctx {
                 put(&mut k_cache, table[r / PAGE], r % PAGE, &k[r * kw..][..kw]);
                 put(&mut v_cache, table[r / PAGE], r % PAGE, &v[r * kw..][..kw]);
             }
             for i in 0..s.len {
-                let pos = s.ctx + i;
+                let pos = own_start(s.ctx) + i;
                 slots[cu_seqlens[si] as usize + i] =
                     table[pos / PAGE] * PAGE as u32 + (pos % PAGE) as u32;
             }
@@ -343,6 +366,7 @@ impl CaseSpec {
             v_cache,
             cu_seqlens,
             ctx_lens: self.seqs.iter().map(|s| s.ctx as u32).collect(),
+            own_starts: fresh.then(|| self.seqs.iter().map(|s| own_start(s.ctx) as u32).collect()),
             block_tables,
             max_pages,
             max_seqlen: self.seqs.iter().map(|s| s.len).max().unwrap_or(0),
@@ -512,6 +536,7 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: true,
             q_gain: 1.0,
             seed: 1,
+            fresh_pages: false,
         },
         CaseSpec {
             name: "opt hd64 gqa1, peaky",
@@ -529,6 +554,7 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: false,
             q_gain: 4.0,
             seed: 2,
+            fresh_pages: false,
         },
         CaseSpec {
             name: "llama hd80 gqa3, shared prompt",
@@ -549,6 +575,7 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: true,
             q_gain: 1.5,
             seed: 3,
+            fresh_pages: false,
         },
         CaseSpec {
             name: "prefix gqa8 hd64, + − base, shared prompt",
@@ -569,6 +596,7 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: true,
             q_gain: 1.0,
             seed: 4,
+            fresh_pages: false,
         },
         CaseSpec {
             name: "prefix rademacher hd128 gqa1 opt",
@@ -586,6 +614,7 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: false,
             q_gain: 1.0,
             seed: 5,
+            fresh_pages: false,
         },
         CaseSpec {
             name: "hd256 gqa2 context",
@@ -598,6 +627,7 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: true,
             q_gain: 1.0,
             seed: 6,
+            fresh_pages: false,
         },
         CaseSpec {
             name: "mqa 40 heads (two head chunks) hd64",
@@ -610,6 +640,7 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: true,
             q_gain: 1.0,
             seed: 8,
+            fresh_pages: false,
         },
         CaseSpec {
             name: "many sequences hd128 gqa4",
@@ -624,6 +655,48 @@ pub fn cases(small: bool) -> Vec<CaseSpec> {
             rope: true,
             q_gain: 1.0,
             seed: 7,
+            fresh_pages: false,
+        },
+        CaseSpec {
+            name: "llama hd64 gqa2, children on fresh pages after a partial prompt page",
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+            seqs: vec![
+                seq(6, 21, Some(0), 0),
+                seq(1, 21, Some(0), 0),
+                seq(n(30, 17), 21, Some(0), 0),
+                seq(3, 16, Some(1), 0),
+                seq(16, 16, Some(1), 0),
+                seq(5, 0, None, 0),
+                seq(2, 7, Some(2), 0),
+            ],
+            prefix: 0,
+            dist: Dist::Gaussian,
+            rope: true,
+            q_gain: 1.5,
+            seed: 9,
+            fresh_pages: true,
+        },
+        CaseSpec {
+            name: "prefix hd128 gqa4 opt, + and − children on fresh pages",
+            heads: 4,
+            kv_heads: 1,
+            head_dim: 128,
+            seqs: vec![
+                seq(2, 9, Some(0), 1),
+                seq(3, 9, Some(0), 1),
+                seq(n(20, 17), 0, None, 1),
+                seq(2, 9, Some(1), -1),
+                seq(3, 9, Some(1), -1),
+                seq(4, 33, Some(2), 0),
+            ],
+            prefix: 4,
+            dist: Dist::Gaussian,
+            rope: false,
+            q_gain: 1.0,
+            seed: 10,
+            fresh_pages: true,
         },
     ]
 }

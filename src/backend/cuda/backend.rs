@@ -5,7 +5,8 @@
 //! (evaluation), lowrank (LoZO, LoZO-M) and lora (MeZO-LoRA) through the K-augmented GEMMs (see
 //! `weights.rs` and [`GpuAdapterFamily`]), prefix (MeZO-prefix) through the attention kernel,
 //! and dense through in-place seeded perturbation (MeZO's +ε, −2ε, +ε) with the dense update. The device is a GPU or its CPU emulation
-//! ([`Target`]); the code is the same.
+//! ([`Target`]); the code is the same. [`Backend::decoder`] decodes over a paged KV cache kept
+//! on the device (`decode.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -240,6 +241,13 @@ impl Backend for CudaBackend {
             ws: &mut ws,
         };
         fwd.score(plan)
+    }
+
+    fn decoder<'a>(
+        &'a self,
+        batch: crate::backend::decode::DecodeBatch,
+    ) -> Result<Box<dyn crate::backend::decode::Decoder + 'a>> {
+        Ok(Box::new(super::decode::CudaDecoder::new(self, batch)?))
     }
 }
 

@@ -3,6 +3,10 @@
 //! adapter family's shrink fills the extra columns), attention reads a paged fp32 KV cache,
 //! and only the query log-probs come back to the host, where MeZO's classification loss is
 //! formed exactly as on the CPU. Every kernel goes through its family's checked launcher.
+//!
+//! Scoring and decoding share everything up to the head's logits ([`Forward::begin`],
+//! [`Forward::logits`]): scoring keeps one workspace KV cache that every layer overwrites,
+//! the decoder passes a persistent cache per layer that its sequences continue.
 
 use super::backend::{CudaBackend, GpuFamily};
 use super::buffer::{DBuf, View};
@@ -72,11 +76,12 @@ pub(crate) struct Forward<'a> {
 }
 
 /// One plan's arrays on the device.
-struct PlanBufs {
+pub(crate) struct PlanBufs {
     tokens: DBuf,
     positions: DBuf,
     cu_seqlens: DBuf,
     ctx_lens: DBuf,
+    own_starts: DBuf,
     block_tables: DBuf,
     slots: DBuf,
     cos: DBuf,
@@ -115,6 +120,7 @@ impl Forward<'_> {
             positions: words(&dp.positions)?,
             cu_seqlens: words(&dp.cu_seqlens)?,
             ctx_lens: words(&dp.ctx_lens)?,
+            own_starts: words(&dp.own_starts)?,
             block_tables: words(&dp.block_tables)?,
             slots: words(&dp.slot_mapping)?,
             cos: DBuf::from_words(dev, &cos)?,
@@ -125,7 +131,8 @@ impl Forward<'_> {
         })
     }
 
-    /// Makes room for every buffer the forward of a plan of these sizes writes.
+    /// Makes room for every buffer the forward of a plan of these sizes writes (the workspace
+    /// KV cache only when `s.slots` > 0).
     fn reserve(&mut self, s: &Sizes) -> Result<()> {
         let b = self.b;
         let c = &b.model.config;
@@ -133,12 +140,16 @@ impl Forward<'_> {
         let kvd = c.num_kv_heads * c.head_dim;
         let mut need: Vec<(&'static str, DType, usize)> = vec![
             ("x", DType::F32, s.t * c.hidden_size),
-            ("k_cache", DType::F32, s.slots * kvd),
-            ("v_cache", DType::F32, s.slots * kvd),
             ("hf", dt, s.rows * c.embed_dim.next_multiple_of(8)),
             ("logits", DType::F32, s.rows * c.vocab_size),
             ("qlp", DType::F32, s.queries.max(1)),
         ];
+        if s.slots > 0 {
+            need.extend([
+                ("k_cache", DType::F32, s.slots * kvd),
+                ("v_cache", DType::F32, s.slots * kvd),
+            ]);
+        }
         // Every layer is laid out alike (one config), so the first sizes them all.
         if let Some(l) = b.model.layers.first() {
             let (first, second) = mlp_pair(&l.mlp);
@@ -159,7 +170,6 @@ impl Forward<'_> {
 
     pub fn score(mut self, plan: &Plan) -> Result<Scores> {
         let b = self.b;
-        let c = &b.model.config;
         let dev = &*b.dev;
         let dp = region(dev, "device_plan", || DevicePlan::new(plan))?;
         if dp.scoring_rows.is_empty() {
@@ -168,6 +178,41 @@ impl Forward<'_> {
                 examples: Vec::new(),
             });
         }
+        let slots = dp.n_pages * PAGE;
+        let pb = self.begin(&dp, slots)?;
+        let ws = &*self.ws;
+        let c = &b.model.config;
+        let kvd = c.num_kv_heads * c.head_dim;
+        // One cache for every layer: each layer writes all of its rows before it reads any.
+        let cache = (
+            ws.view("k_cache", slots * kvd),
+            ws.view("v_cache", slots * kvd),
+        );
+        let caches = vec![cache; b.model.layers.len()];
+        let logits = self.logits(&dp, &pb, &caches)?;
+        let nq = dp.query_token.len();
+        let out = ws.view("qlp", nq);
+        let logits = Logits {
+            data: logits,
+            rows: dp.scoring_rows.len(),
+            vocab: c.vocab_size,
+            ld: c.vocab_size,
+        };
+        candidate_logprobs(dev, logits, pb.queries.slice(0..2 * nq), None, out)?;
+        let query_logprobs = region(dev, "readback", || out.to_f32(dev))?;
+        let examples = classification_scores(plan, &query_logprobs);
+        Ok(Scores {
+            query_logprobs,
+            examples,
+        })
+    }
+
+    /// Checks that the backend can run `dp`, uploads it, makes room for its activations (and a
+    /// workspace KV cache of `cache_slots` slots, 0: none) and packs the family's adapter
+    /// columns for its directions.
+    pub(crate) fn begin(&mut self, dp: &DevicePlan, cache_slots: usize) -> Result<PlanBufs> {
+        let b = self.b;
+        let dev = &*b.dev;
         if matches!(b.family, GpuFamily::None | GpuFamily::Dense { .. }) && !dp.segments.is_empty()
         {
             return Err(Error::Unsupported(
@@ -176,23 +221,12 @@ impl Forward<'_> {
                     .into(),
             ));
         }
-        let prefix = match &b.family {
-            GpuFamily::Prefix(p) => Some(p),
-            _ => None,
-        };
-        let final_norm = b.model.final_norm.as_ref().ok_or_else(|| {
-            Error::Unsupported("models without a final norm on the CUDA backend".into())
-        })?;
-        let t = dp.n_tokens;
-        let r = dp.scoring_rows.len();
-        let nq = dp.query_token.len();
-        let slots = dp.n_pages * PAGE;
-        let pb = region(dev, "upload", || self.upload(&dp))?;
+        let pb = region(dev, "upload", || self.upload(dp))?;
         self.reserve(&Sizes {
-            t,
-            rows: r,
-            slots,
-            queries: nq,
+            t: dp.n_tokens,
+            rows: dp.scoring_rows.len(),
+            slots: cache_slots,
+            queries: dp.query_token.len(),
         })?;
         if let GpuFamily::Adapter(f) = &b.family {
             region(dev, "pack", || {
@@ -206,28 +240,57 @@ impl Forward<'_> {
                 )
             })?;
         }
+        Ok(pb)
+    }
 
+    /// The forward of `dp` (after [`Forward::begin`]) up to the head: the full-vocabulary
+    /// logits of its scoring rows, `[rows][vocab]` f32 in the workspace. Layer `l` writes its
+    /// keys and values through the slot mapping into `caches[l]` and attends over them.
+    pub(crate) fn logits(
+        &self,
+        dp: &DevicePlan,
+        pb: &PlanBufs,
+        caches: &[(View<'_>, View<'_>)],
+    ) -> Result<View<'_>> {
+        let b = self.b;
+        let c = &b.model.config;
+        let dev = &*b.dev;
+        if caches.len() != b.model.layers.len() {
+            return Err(Error::Data(format!(
+                "forward: {} KV caches for {} layers",
+                caches.len(),
+                b.model.layers.len()
+            )));
+        }
+        let final_norm = b.model.final_norm.as_ref().ok_or_else(|| {
+            Error::Unsupported("models without a final norm on the CUDA backend".into())
+        })?;
+        let prefix = match &b.family {
+            GpuFamily::Prefix(p) => Some(p),
+            _ => None,
+        };
+        let t = dp.n_tokens;
+        let r = dp.scoring_rows.len();
         let ws = &*self.ws;
         let h = c.hidden_size;
         let x = ws.view("x", t * h);
-        region(dev, "embed", || self.embed(&pb, t, x))?;
-        let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-        let k_cache = ws.view("k_cache", slots * kvd);
-        let v_cache = ws.view("v_cache", slots * kvd);
+        region(dev, "embed", || self.embed(pb, t, x))?;
+        let qd = c.num_heads * c.head_dim;
         let seqs = SeqTables {
             cu_seqlens: pb.cu_seqlens.view(),
             ctx_lens: pb.ctx_lens.view(),
+            own_starts: Some(pb.own_starts.view()),
             block_tables: pb.block_tables.view(),
             max_pages: dp.max_pages,
             max_seqlen: dp.max_seq_len(),
         };
-        for (li, layer) in b.model.layers.iter().enumerate() {
+        for (li, (layer, &(k_cache, v_cache))) in b.model.layers.iter().zip(caches).enumerate() {
             // Attention block.
             let xa = ws.view("xa", t * layer.qkv.ld);
             region(dev, "norm", || {
                 norm(b, &layer.attn_norm, x, t, xa, layer.qkv.ld)
             })?;
-            region(dev, "shrink", || self.shrink(&layer.qkv, xa, t, &pb))?;
+            region(dev, "shrink", || self.shrink(&layer.qkv, xa, t, pb))?;
             let qkv_w = layer.qkv.out;
             let qkv = ws.view("qkv", t * qkv_w);
             region(dev, "gemm.qkv", || {
@@ -257,13 +320,13 @@ impl Forward<'_> {
             region(dev, "attention", || {
                 attention_prefill(dev, &attn, ao, layer.o.ld)
             })?;
-            region(dev, "shrink", || self.shrink(&layer.o, ao, t, &pb))?;
+            region(dev, "shrink", || self.shrink(&layer.o, ao, t, pb))?;
             region(dev, "gemm.o", || gemm(b, &layer.o, ao, t, x, h, true))?;
             // MLP block.
             let (first, second) = mlp_pair(&layer.mlp);
             let xm = ws.view("xm", t * first.ld);
             region(dev, "norm", || norm(b, &layer.mlp_norm, x, t, xm, first.ld))?;
-            region(dev, "shrink", || self.shrink(first, xm, t, &pb))?;
+            region(dev, "shrink", || self.shrink(first, xm, t, pb))?;
             let mid = ws.view("mid", t * first.out);
             region(dev, "gemm.mlp_in", || {
                 gemm(b, first, xm, t, mid, first.out, false)
@@ -274,7 +337,7 @@ impl Forward<'_> {
             region(dev, "act", || {
                 ops::activation(dev, c.activation, gated, shape, mid, am)
             })?;
-            region(dev, "shrink", || self.shrink(second, am, t, &pb))?;
+            region(dev, "shrink", || self.shrink(second, am, t, pb))?;
             region(dev, "gemm.mlp_out", || gemm(b, second, am, t, x, h, true))?;
         }
         // Final norm at the scoring rows only, then the head on those rows.
@@ -307,20 +370,7 @@ impl Forward<'_> {
         region(dev, "gemm.head", || {
             linear(dev, &head, hf, b.model.head().view(), logits, None)
         })?;
-        let out = ws.view("qlp", nq);
-        let logits = Logits {
-            data: logits,
-            rows: r,
-            vocab: v,
-            ld: v,
-        };
-        candidate_logprobs(dev, logits, pb.queries.slice(0..2 * nq), None, out)?;
-        let query_logprobs = region(dev, "readback", || out.to_f32(dev))?;
-        let examples = classification_scores(plan, &query_logprobs);
-        Ok(Scores {
-            query_logprobs,
-            examples,
-        })
+        Ok(logits)
     }
 
     fn embed(&self, pb: &PlanBufs, t: usize, x: View<'_>) -> Result<()> {

@@ -6,13 +6,15 @@
 //!
 //! Layout: `device/` the seam and its two devices; `kernels/` one checked launcher per kernel,
 //! one module per kernel family; `buffer` device buffers and views; `gemm` the checked GEMM;
-//! `weights` the model's layout on the device; `forward` a plan's forward pass; `lowrank`,
+//! `weights` the model's layout on the device; `forward` a plan's forward pass; `decode` the
+//! decoder over a persistent paged KV cache; `lowrank`,
 //! `lora` (sharing `adapter_sites`), `prefix` and `dense` the families; `backend` the backend
 //! itself.
 
 mod adapter_sites;
 mod backend;
 mod buffer;
+mod decode;
 mod dense;
 mod device;
 mod forward;

@@ -6,8 +6,8 @@ use std::ffi::c_void;
 use super::*;
 
 /// Tokens per KV-cache page. A cache is f32 `[num_pages][ZO_KERNEL_ATTN_PAGE][kv_heads]
-/// [head_dim]`: position p of a sequence lives in page `block_tables[s * max_pages + p /
-/// ZO_KERNEL_ATTN_PAGE]`, slot `p % ZO_KERNEL_ATTN_PAGE`.
+/// [head_dim]`: block-table position p of a sequence lives in page `block_tables[s * max_pages
+/// + p / ZO_KERNEL_ATTN_PAGE]`, slot `p % ZO_KERNEL_ATTN_PAGE`.
 pub const ZO_KERNEL_ATTN_PAGE: usize = 16;
 
 const _: () = assert!(ZO_KERNEL_ATTN_PAGE == crate::backend::params::ZO_ATTN_PAGE as usize);
@@ -93,8 +93,9 @@ pub struct zo_kernel_attention_buffers {
     /// `n_seqs` entries: cached tokens a sequence attends to before its own (a shared prompt).
     pub ctx_lens: *const u32,
     pub ctx_lens_len: usize,
-    /// `n_seqs * max_pages` page ids, positions (cached tokens first, then the sequence's own)
-    /// in order. Page ids past the caches read as zeros.
+    /// `n_seqs * max_pages` page ids: cached token c of a sequence is at table position c, own
+    /// token i at `own_starts[s] + i` (see `own_starts`). Page ids past the caches read as
+    /// zeros.
     pub block_tables: *const u32,
     pub block_tables_len: usize,
     /// The prefix's keys and values, f32 `[prefix_tokens][kv_heads * head_dim]` each (NULL
@@ -112,7 +113,20 @@ pub struct zo_kernel_attention_buffers {
     /// The output, `out_len` elements of `out_dtype`.
     pub out: *mut c_void,
     pub out_len: usize,
+    /// `n_seqs` entries (or NULL): the block-table position of each sequence's first own
+    /// token. NULL means `ctx_lens[s]`, own tokens right after the cached ones. A sequence
+    /// reading a prompt shared with others starts its own tokens on a fresh page,
+    /// `ceil(ctx_lens[s] / ZO_KERNEL_ATTN_PAGE) * ZO_KERNEL_ATTN_PAGE`, so that none of them
+    /// writes into the prompt's partially filled last page. Callers built against a header
+    /// without this field pass the shorter struct and get NULL.
+    pub own_starts: *const u32,
+    pub own_starts_len: usize,
 }
+
+/// `struct_size` of `zo_kernel_attention_buffers` before `own_starts` was added: those fields
+/// are a prefix of the struct, so such a caller's struct is read as it was.
+const BUFFERS_WITHOUT_OWN_STARTS: usize =
+    std::mem::offset_of!(zo_kernel_attention_buffers, own_starts);
 
 /// Defaults of `zo_kernel_attention_buffers`: every pointer NULL, every count 0.
 #[no_mangle]
@@ -140,6 +154,8 @@ pub extern "C" fn zo_kernel_attention_default_buffers() -> zo_kernel_attention_b
         n_dirs: 0,
         out: std::ptr::null_mut(),
         out_len: 0,
+        own_starts: std::ptr::null(),
+        own_starts_len: 0,
     }
 }
 
@@ -178,7 +194,7 @@ mod imp {
     ) -> FfiResult<()> {
         // SAFETY: the caller's contract (for every unsafe call below).
         let p = unsafe { args::params(params, "zo_kernel_attention_params") }?;
-        let b = unsafe { args::params(buffers, "zo_kernel_attention_buffers") }?;
+        let b = unsafe { buffers_of(buffers) }?;
         let out_dtype = dtype(p.out_dtype)?;
         let prefix_dist = dist(p.prefix_dist)?;
         let dev = unsafe { open(target) }?;
@@ -224,6 +240,10 @@ mod imp {
             seqs: SeqTables {
                 cu_seqlens: words(b.cu_seqlens, b.cu_seqlens_len, "cu_seqlens")?,
                 ctx_lens: words(b.ctx_lens, b.ctx_lens_len, "ctx_lens")?,
+                own_starts: match b.own_starts.is_null() {
+                    true => None,
+                    false => Some(words(b.own_starts, b.own_starts_len, "own_starts")?),
+                },
                 block_tables: words(b.block_tables, b.block_tables_len, "block_tables")?,
                 max_pages: p.max_pages,
                 max_seqlen: p.max_seqlen,
@@ -233,5 +253,36 @@ mod imp {
         };
         let out = unsafe { view(b.out, out_dtype, b.out_len, "out") }?;
         launched(attention_prefill(&dev, &a, out, or_width(p.out_ld)))
+    }
+
+    /// The caller's buffers struct, of this header or of one before `own_starts`.
+    ///
+    /// # Safety
+    /// A non-NULL `b` points at least at a `size_t`, and at a whole struct of the size it
+    /// names.
+    unsafe fn buffers_of(
+        b: *const zo_kernel_attention_buffers,
+    ) -> FfiResult<zo_kernel_attention_buffers> {
+        // SAFETY: the caller's contract; the size word is read only through a non-NULL,
+        // aligned pointer.
+        let older = !b.is_null()
+            && b.is_aligned()
+            && unsafe { *(b as *const usize) } == BUFFERS_WITHOUT_OWN_STARTS;
+        if !older {
+            // SAFETY: the caller's contract.
+            return unsafe { args::params(b, "zo_kernel_attention_buffers") }.copied();
+        }
+        let mut full = zo_kernel_attention_default_buffers();
+        // SAFETY: the caller's struct holds the first BUFFERS_WITHOUT_OWN_STARTS bytes, laid
+        // out as this struct's (the same fields in the same order).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                b as *const u8,
+                &mut full as *mut zo_kernel_attention_buffers as *mut u8,
+                BUFFERS_WITHOUT_OWN_STARTS,
+            )
+        };
+        full.struct_size = std::mem::size_of::<zo_kernel_attention_buffers>();
+        Ok(full)
     }
 }

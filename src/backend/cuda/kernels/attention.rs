@@ -178,10 +178,17 @@ fn check_len(l: &QkvLayout, what: &str, len: usize, end_col: usize) -> Result<()
 pub struct SeqTables<'a> {
     /// `[n_seqs + 1]`: sequence `s` owns packed rows `cu_seqlens[s] .. cu_seqlens[s + 1]`.
     pub cu_seqlens: View<'a>,
-    /// `[n_seqs]`: cached tokens each sequence attends to before its own (a shared prompt).
+    /// `[n_seqs]`: cached tokens each sequence attends to before its own (a shared prompt, or
+    /// the tokens a decoder has already fed).
     pub ctx_lens: View<'a>,
-    /// `[n_seqs][max_pages]`: page ids; position `p` of sequence `s` (ctx tokens first, then
-    /// its own) is in page `block_tables[s·max_pages + p / PAGE]`, offset `p % PAGE`.
+    /// `[n_seqs]`: the block-table position of each sequence's first own token. None: own
+    /// tokens follow the cached ones (`ctx_len`). A sequence reading another's prompt starts
+    /// its own tokens on a fresh page (`ceil(ctx_len / PAGE)·PAGE`), so sequences sharing the
+    /// prompt's partially filled last page never write into it.
+    pub own_starts: Option<View<'a>>,
+    /// `[n_seqs][max_pages]`: page ids; cached token `c` of sequence `s` is at table position
+    /// `c` and own token `i` at `own_start + i`; table position `p` is in page
+    /// `block_tables[s·max_pages + p / PAGE]`, offset `p % PAGE`.
     pub block_tables: View<'a>,
     pub max_pages: usize,
     /// At least the longest sequence's own token count (it sizes the grid; rows of longer
@@ -327,6 +334,8 @@ pub struct AttentionLens {
     pub v_cache: usize,
     pub cu_seqlens: usize,
     pub ctx_lens: usize,
+    /// Entries of the own-start table, if one is given.
+    pub own_starts: Option<usize>,
     pub block_tables: usize,
     /// (keys, values) of the prefix.
     pub prefix: Option<(usize, usize)>,
@@ -370,6 +379,11 @@ pub fn check_attention(
             lens.ctx_lens
         )));
     }
+    if let Some(n) = lens.own_starts.filter(|&n| n != n_seqs) {
+        return Err(Error::Data(format!(
+            "{WHAT}: {n} own starts for {n_seqs} sequences"
+        )));
+    }
     if max_pages == 0 || lens.block_tables != n_seqs * max_pages {
         return Err(Error::Data(format!(
             "{WHAT}: block tables of {} entries; {n_seqs} sequences × {max_pages} pages (at \
@@ -385,7 +399,7 @@ pub fn check_attention(
             )));
         }
     }
-    // Key counts (prefix + cached + own) stay in 32 bits.
+    // Key counts and table positions (prefix + cached or own start + own) stay in 32 bits.
     let keys = prefix_tokens as u64 + (max_pages * PAGE) as u64 + l.rows as u64;
     if keys >= u32::MAX as u64 {
         return Err(Error::Unsupported(format!(
@@ -557,7 +571,7 @@ pub fn kv_write(
 }
 
 /// Causal prefill attention of every packed row over its sequence's prefix, cached context and
-/// own tokens (in that order), written in `out`'s storage type into `out` `[rows][out_ld]`,
+/// own tokens (in that order; see [`SeqTables`] for where each is paged), written in `out`'s storage type into `out` `[rows][out_ld]`,
 /// head `h` at column `h·head_dim` (other columns untouched).
 ///
 /// Device tables are trusted for memory safety only as far as indices go: out-of-range rows
@@ -581,6 +595,7 @@ pub fn attention_prefill(
         v_cache: a.v_cache.len,
         cu_seqlens: a.seqs.cu_seqlens.len,
         ctx_lens: a.seqs.ctx_lens.len,
+        own_starts: a.seqs.own_starts.map(|v| v.len),
         block_tables: a.seqs.block_tables.len,
         prefix: a.prefix.map(|p| (p.k.len, p.v.len)),
         out: out.len,
@@ -618,6 +633,7 @@ pub fn attention_prefill(
         a.v_cache.ptr(),
         a.seqs.cu_seqlens.ptr(),
         a.seqs.ctx_lens.ptr(),
+        a.seqs.own_starts.map_or(0, |v| v.ptr()),
         a.seqs.block_tables.ptr(),
         a.prefix.map_or(0, |p| p.k.ptr()),
         a.prefix.map_or(0, |p| p.v.ptr()),
@@ -625,10 +641,11 @@ pub fn attention_prefill(
         out.ptr(),
     ];
     // SAFETY: (ZoAttnParams, const float* q, const float* k_cache, const float* v_cache, const
-    // u32* cu_seqlens, const u32* ctx_lens, const u32* block_tables, const float* prefix_k,
-    // const float* prefix_v, const ZoSegment* segments, T* out); check_attention bounded the
-    // host-known shapes and the kernel clamps the device-side tables. Absent prefix and
-    // segment buffers are null pointers the kernel never reads.
+    // u32* cu_seqlens, const u32* ctx_lens, const u32* own_starts, const u32* block_tables,
+    // const float* prefix_k, const float* prefix_v, const ZoSegment* segments, T* out);
+    // check_attention bounded the host-known shapes and the kernel clamps the device-side
+    // tables. Absent prefix, segment and own-start buffers are null pointers the kernel never
+    // reads.
     unsafe {
         dev.launch(
             attention_kernel_name(l.head_dim, dtype),
@@ -703,6 +720,7 @@ mod tests {
             v_cache: 2 * page,
             cu_seqlens: 3,
             ctx_lens: 2,
+            own_starts: None,
             block_tables: 4,
             prefix: None,
             out: 4 * 32,
@@ -714,6 +732,12 @@ mod tests {
         assert!(check_attention(&l, 2, 3, 0, &lens, 32, 4, DType::Bf16).is_err());
         assert!(check_attention(&l, 2, 3, 0, &lens, 31, 2, DType::Bf16).is_err());
         assert!(check_attention(&l, 3, 3, 0, &lens, 32, 2, DType::Bf16).is_err());
+        let own = |n| AttentionLens {
+            own_starts: Some(n),
+            ..lens
+        };
+        check_attention(&l, 2, 3, 0, &own(2), 32, 2, DType::Bf16).unwrap();
+        assert!(check_attention(&l, 2, 3, 0, &own(3), 32, 2, DType::Bf16).is_err());
         let bad_prefix = AttentionLens {
             prefix: Some((16, 15)),
             ..lens
