@@ -591,16 +591,19 @@ fn multi_token_examples(vocab: u32) -> Vec<zo::plan::TokenizedExample> {
             prompt: run(0, 21),
             candidates: vec![run(50, 3), run(60, 1), run(70, 18)],
             gold: 2,
+            answers: Vec::new(),
         },
         zo::plan::TokenizedExample {
             prompt: run(100, 16),
             candidates: vec![run(120, 2), run(130, 4)],
             gold: 0,
+            answers: Vec::new(),
         },
         zo::plan::TokenizedExample {
             prompt: run(200, 5),
             candidates: vec![run(210, 1), run(220, 1)],
             gold: 1,
+            answers: Vec::new(),
         },
     ]
 }

@@ -192,8 +192,11 @@ struct Pass<'a> {
     /// Decoding: the keys and values sequence `s` continues at layer `l` (its earlier rows).
     cache: Option<&'a CacheRead<'a>>,
     /// Decoding: where each layer's keys and values of this pass's rows are left.
-    written: Option<std::sync::Mutex<Vec<(Vec<f32>, Vec<f32>)>>>,
+    written: Option<std::sync::Mutex<Vec<LayerKv>>>,
 }
+
+/// One layer's keys and values of a pass's rows.
+type LayerKv = (Vec<f32>, Vec<f32>);
 
 /// `(sequence, layer) → (keys, values)` of the rows a sequence has already been fed.
 pub(crate) type CacheRead<'a> = dyn Fn(usize, usize) -> (&'a [f32], &'a [f32]) + Sync + 'a;
