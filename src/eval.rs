@@ -171,11 +171,7 @@ pub fn evaluate_generation(
             *ended.entry(c.ended.name()).or_insert(0) += 1;
         }
         completions.extend(done);
-        stats.sequences += st.sequences;
-        stats.prompt_tokens += st.prompt_tokens;
-        stats.new_tokens += st.new_tokens;
-        stats.decode_calls += st.decode_calls;
-        stats.seconds += st.seconds;
+        stats.add(&st);
     }
     let n = examples.len();
     Ok(GenerationEval {
@@ -209,7 +205,7 @@ pub fn evaluate_task(
     let scored = evaluate(backend, examples, batch, &mut |_| {})?;
     if judge.kind != TaskKind::Generation {
         return Ok(TaskScore {
-            metric_name: "accuracy",
+            metric_name: judge.metric_name(),
             metric: scored.accuracy,
             loss: scored.mean_loss,
             generation: None,
@@ -217,7 +213,7 @@ pub fn evaluate_task(
     }
     let g = evaluate_generation(backend, examples, batch, judge.generator()?)?;
     Ok(TaskScore {
-        metric_name: "f1",
+        metric_name: judge.metric_name(),
         metric: g.f1,
         loss: scored.mean_loss,
         generation: Some(g),
@@ -261,6 +257,9 @@ pub struct EvalReport {
     pub ended: Option<std::collections::BTreeMap<&'static str, usize>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generated_tokens_per_s: Option<f64>,
+    /// Generated tokens per second of the decode calls after the prefill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_tokens_per_s: Option<f64>,
     pub tokens: usize,
     pub seconds: f64,
     pub tokens_per_s: f64,
@@ -348,6 +347,7 @@ pub fn run(opts: &EvalOptions, show_progress: bool) -> Result<EvalReport> {
         f1: generated.as_ref().map(|g| g.f1),
         ended: generated.as_ref().map(|g| g.ended.clone()),
         generated_tokens_per_s: generated.as_ref().map(|g| g.stats.tokens_per_s()),
+        decode_tokens_per_s: generated.as_ref().map(|g| g.stats.decode_tokens_per_s()),
         tokens: result.tokens,
         seconds: result.seconds,
         tokens_per_s: result.tokens_per_s,

@@ -59,7 +59,12 @@ pub struct GenerateSummary {
     pub new_tokens: usize,
     pub decode_calls: usize,
     pub seconds: f64,
+    /// Generated tokens per second, prefill included.
     pub tokens_per_s: f64,
+    pub prompt_tokens: usize,
+    pub prefill_tokens_per_s: f64,
+    /// Generated tokens per second of the decode calls after the prefill.
+    pub decode_tokens_per_s: f64,
     pub ended: std::collections::BTreeMap<&'static str, usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact_match: Option<f64>,
@@ -190,9 +195,7 @@ pub fn run(r: &GenerateRun, each: &mut dyn FnMut(&CompletionLine)) -> Result<Gen
             for (j, (c, ex)) in done.iter().zip(chunk).enumerate() {
                 report(k * r.batch + j, c, ex);
             }
-            stats.new_tokens += st.new_tokens;
-            stats.decode_calls += st.decode_calls;
-            stats.seconds += st.seconds;
+            stats.add(&st);
         }
     }
     Ok(GenerateSummary {
@@ -205,11 +208,10 @@ pub fn run(r: &GenerateRun, each: &mut dyn FnMut(&CompletionLine)) -> Result<Gen
         new_tokens: stats.new_tokens,
         decode_calls: stats.decode_calls,
         seconds: stats.seconds,
-        tokens_per_s: if stats.seconds > 0.0 {
-            stats.new_tokens as f64 / stats.seconds
-        } else {
-            0.0
-        },
+        tokens_per_s: stats.tokens_per_s(),
+        prompt_tokens: stats.prompt_tokens,
+        prefill_tokens_per_s: stats.prefill_tokens_per_s(),
+        decode_tokens_per_s: stats.decode_tokens_per_s(),
         ended,
         exact_match: em,
         f1,

@@ -18,9 +18,7 @@ use std::sync::OnceLock;
 use crate::backend::{StateTensors, ZoBackend};
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::config::TrainConfig;
-use crate::engine::estimator::{
-    estimate, finish, plan_step, plan_step_with, StepEstimate, StepPlan,
-};
+use crate::engine::estimator::{finish, plan_step, plan_step_with, StepEstimate, StepPlan};
 use crate::engine::export::{export_log, ExportReport, ExportState};
 use crate::engine::hash::{examples_hash, model_hash};
 use crate::engine::replay::replay;
@@ -356,7 +354,15 @@ impl Session {
         let (step, ps) = self.start_step()?;
         let batch = step_batch(&self.cfg, &self.data.train, step);
         let lr = lr_at(&self.cfg, step);
-        let est = estimate(&mut self.backend, &self.cfg, step, ps, lr, &batch)?;
+        let est = crate::train::estimate_step(
+            &mut self.backend,
+            &self.cfg,
+            &self.data.judge,
+            step,
+            ps,
+            lr,
+            &batch,
+        )?;
         self.commit(&est)?;
         Ok(est)
     }
@@ -364,6 +370,13 @@ impl Session {
     /// Starts the next step without scoring it: its variants and packed plan, for the
     /// caller's forward. End it with [`Session::end`].
     pub fn begin(&mut self) -> Result<&StepPlan> {
+        if self.data.judge.objective.generates() {
+            return Err(Error::Unsupported(format!(
+                "objective {} judges text zo generates under each variant; a caller's forward \
+                 cannot supply it (use step, or a scored objective)",
+                self.data.judge.objective.name()
+            )));
+        }
         if self.cfg.in_place() {
             // Checked before begin_step so that a refusal changes nothing.
             plan_step(&self.cfg, 0, None, 0.0, &[])?;
@@ -461,17 +474,25 @@ impl Session {
         self.commit(&est)
     }
 
-    /// Accuracy and mean loss of the current state on `split`. A dev evaluation is recorded
-    /// in the log, as the training loop records its evaluations (model selection, export of
-    /// the best state).
+    /// The task's metric (accuracy; F1 of greedy generations for a generation task, in
+    /// `accuracy`) and mean loss of the current state on `split`. A dev evaluation is
+    /// recorded in the log, as the training loop records its evaluations (model selection,
+    /// export of the best state).
     pub fn evaluate(&mut self, split: Split) -> Result<EvalResult> {
-        let r = evaluate(
-            &self.backend,
-            self.examples(split),
-            self.cfg.eval_batch,
-            &mut |_| {},
-        )
-        .map_err(|e| Error::Data(format!("{} split: {e}", split.name())))?;
+        let at = |e: Error| Error::Data(format!("{} split: {e}", split.name()));
+        let examples = self.examples(split);
+        let mut r =
+            evaluate(&self.backend, examples, self.cfg.eval_batch, &mut |_| {}).map_err(at)?;
+        if self.data.judge.kind == crate::data::TaskKind::Generation {
+            let g = crate::eval::evaluate_generation(
+                &self.backend,
+                examples,
+                self.cfg.eval_batch,
+                self.data.judge.generator()?,
+            )
+            .map_err(at)?;
+            r.accuracy = g.f1;
+        }
         if split == Split::Dev {
             self.log
                 .record_dev(self.log.completed, r.accuracy, r.mean_loss);

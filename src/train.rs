@@ -1,7 +1,7 @@
 //! The training loop: sample → plan → score → loss differences → update → log/eval.
 //!
 //! MeZO's protocol: the batch of step `s` is a pure function of (data seed, s) (see
-//! [`crate::engine::seeds::batch_indices`]); dev accuracy every `eval_every` steps selects the
+//! [`crate::engine::seeds::batch_indices`]); the dev metric every `eval_every` steps selects the
 //! best state, which is recovered at the end by replaying the seed log up to it (no weight
 //! snapshots), and the test accuracy reported is that of the best state.
 //!
@@ -168,6 +168,7 @@ fn eval_line(split: &str, after: u64, s: &crate::eval::TaskScore) -> serde_json:
         v["f1"] = json!(g.f1);
         v["ended"] = json!(g.ended);
         v["generated_tokens_per_s"] = json!(g.stats.tokens_per_s());
+        v["decode_tokens_per_s"] = json!(g.stats.decode_tokens_per_s());
     }
     v
 }
@@ -177,6 +178,23 @@ fn split_type(split: &str) -> &'static str {
         "test"
     } else {
         "eval"
+    }
+}
+
+/// Step `step`'s estimate under the run's objective: scored candidates, or generated text.
+pub fn estimate_step<B: ZoBackend>(
+    backend: &mut B,
+    cfg: &TrainConfig,
+    judge: &Judge,
+    step: u64,
+    period_seed: Option<u64>,
+    lr: f32,
+    batch: &[TokenizedExample],
+) -> Result<StepEstimate> {
+    if judge.objective.generates() {
+        estimate_generated(backend, cfg, judge, step, period_seed, lr, batch)
+    } else {
+        estimate(backend, cfg, step, period_seed, lr, batch)
     }
 }
 
@@ -251,6 +269,7 @@ pub fn train<B: ZoBackend>(
     // The checkpoint's dev points keep the task's metric in `accuracy` (F1 for generation
     // tasks); the metrics line names it.
     let judge = &data.judge;
+    let metric = judge.metric_name();
     let record_eval = |log: &mut Checkpoint, after: u64, s: &crate::eval::TaskScore| {
         log.record_dev(after, s.metric, s.loss);
         eval_line("dev", after, s)
@@ -289,11 +308,7 @@ pub fn train<B: ZoBackend>(
         let ps = cfg.period().map(|nu| period_seed(cfg.seed, step, nu));
         backend.begin_step(step, ps)?;
         let batch = step_batch(cfg, &data.train, step);
-        let est = if judge.objective.generates() {
-            estimate_generated(&backend, cfg, judge, step, ps, lr_at(cfg, step), &batch)?
-        } else {
-            estimate(&mut backend, cfg, step, ps, lr_at(cfg, step), &batch)?
-        };
+        let est = estimate_step(&mut backend, cfg, judge, step, ps, lr_at(cfg, step), &batch)?;
         if let Some(reason) = &est.skipped {
             bar.suspend(|| eprintln!("step {step}: skipped, {reason}"));
         }
@@ -321,7 +336,7 @@ pub fn train<B: ZoBackend>(
             }
         }
         let status = format!(
-            "loss {:.4} | dev acc {} | {rate:.2} steps/s",
+            "loss {:.4} | dev {metric} {} | {rate:.2} steps/s",
             est.loss(),
             last_dev.map_or("-".into(), |a| format!("{a:.3}"))
         );
@@ -520,6 +535,9 @@ pub fn resolve_device(d: Device, cfg: &TrainConfig, progress: bool) -> Result<De
 /// The one JSON line `zo-run train` prints at the end.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainSummary {
+    /// What the `*_accuracy*` fields and the dev points hold: `accuracy`, or `f1` for a
+    /// generation task.
+    pub metric: &'static str,
     pub steps: u64,
     pub applied: usize,
     pub skipped: usize,
@@ -715,6 +733,7 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     let before = log.evals.first().filter(|e| e.after == 0);
     let last = log.evals.last();
     Ok(TrainSummary {
+        metric: data.judge.metric_name(),
         steps: log.completed,
         applied: log.records.len(),
         skipped: log.skipped.len(),

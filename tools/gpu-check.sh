@@ -11,6 +11,9 @@
 #             the C ABI's tests build their C clients against the libzo.so beside them)
 # BEFORE_ZO_RUN / AFTER_ZO_RUN   zo-run built from the commit before and after the change
 # ARCHS       archs to bench (default: smollm2-135m opt-1.3b); STEPS / WARMUP default 10 / 4
+# GEN_ASSETS  an assets/ directory (model + squad task): also time batched greedy decoding of
+#             SQuAD dev prompts with AFTER_ZO_RUN generate, on the GPU and on the CPU, into
+#             OUT_DIR/generate-{cuda,cpu}-b<batch>.jsonl (the last line is the summary)
 #
 # Writes OUT_DIR/tests.log, OUT_DIR/<arch>-{before,after}.json and OUT_DIR/summary.txt; exits
 # non-zero if a test binary fails.
@@ -49,5 +52,18 @@ for arch in $ARCHS; do
             "$out/$arch-$which.json" >>"$out/summary.txt" 2>&1
     done
 done
+if [[ -n ${GEN_ASSETS:-} ]]; then
+    for dev in cuda cpu; do
+        for b in 1 32; do
+            f="$out/generate-$dev-b$b.jsonl"
+            "$after" generate --device "$dev" --model "$GEN_ASSETS/smollm2-135m" \
+                --task "$GEN_ASSETS/data/squad/task.json" --data "$GEN_ASSETS/data/squad" \
+                --split dev --limit 64 --batch "$b" >"$f" 2>>"$out/bench.log" \
+                || echo "generate failed: $dev b$b" | tee -a "$out/summary.txt"
+            printf 'generate %s batch %s: ' "$dev" "$b" >>"$out/summary.txt"
+            tail -1 "$f" >>"$out/summary.txt"
+        done
+    done
+fi
 cat "$out/summary.txt"
 exit $failed

@@ -196,6 +196,15 @@ impl Judge {
         })
     }
 
+    /// The task's own metric: `f1` for generation tasks, `accuracy` otherwise.
+    pub fn metric_name(&self) -> &'static str {
+        if self.kind == TaskKind::Generation {
+            "f1"
+        } else {
+            "accuracy"
+        }
+    }
+
     /// The generator, or an error saying the run has none.
     pub fn generator(&self) -> Result<&Generator> {
         self.generator.as_ref().ok_or_else(|| {
