@@ -897,3 +897,202 @@ fn decoding_past_the_first_cache_matches_the_cpu() {
         }
     }
 }
+
+/// MeZO-prefix (the preset's family) under ± variants next to the base rows: greedy tokens
+/// equal the CPU's over eight steps with sequences dropped, and a long prompt decodes past
+/// one split of the decode kernel (prefix + cached keys > `SPLIT_KEYS`), so the split-K
+/// combine runs against the CPU too. The ± prefix changes what is generated.
+#[test]
+fn prefix_decoding_matches_the_cpu() {
+    use zo::backend::cuda::kernels::decode::decode_splits;
+    use zo::backend::decode::{DecodeBatch, Sampling};
+    let fam = zo::engine::TrainConfig::preset("mezo-prefix")
+        .unwrap()
+        .family;
+    let tokens = match fam {
+        FamilyConfig::Prefix { tokens } => tokens,
+        ref other => panic!("the mezo-prefix preset trains {}", other.name()),
+    };
+    for (dev, target) in targets("prefix_decoding_matches_the_cpu") {
+        for name in ["llama-tiny", "opt-tiny"] {
+            let model = fixture(name);
+            let what = format!("{dev}: {name} prefix");
+            let gpu = CudaBackend::new_seeded(
+                &model,
+                Some((&fam, Dist::Gaussian)),
+                9,
+                &opts(target, DType::F32, 1),
+            )
+            .unwrap();
+            let family = zo::perturb::build(&fam, Dist::Gaussian, &model, 9).unwrap();
+            let cpu = CpuBackend::with_family(model.clone(), family);
+            let vocab = model.config.vocab_size as u32;
+            let vars = variants(&[41], 0.5);
+            let batch = decode_batch(vocab, &vars, Sampling::Greedy);
+            let n = batch.prompts.len();
+            let g = decode_run(&gpu, batch.clone(), 8);
+            assert_eq!(g, decode_run(&cpu, batch, 8), "{what}: greedy tokens");
+            let per = n / vars.len();
+            let stream = |i: usize| -> Vec<u32> {
+                (0..8)
+                    .filter_map(|s| {
+                        let live = live_at(s, n);
+                        live.iter().position(|&j| j == i).map(|k| g[s][k])
+                    })
+                    .collect()
+            };
+            assert!(
+                (0..n - per).any(|i| stream(i) != stream(i + per)),
+                "{what}: the variants generated the same tokens"
+            );
+
+            // Up to the model's last position: the keys outgrow one split.
+            let max_pos = model.config.max_position_embeddings;
+            let steps = 9;
+            let prompt: Vec<u32> = (0..(max_pos - steps + 1) as u32)
+                .map(|i| (i * 13 + 5) % vocab)
+                .collect();
+            // The first decoding step attends to the prompt and its own key, the last to
+            // every position.
+            assert!(
+                decode_splits(tokens, prompt.len() + 1) == 1 && decode_splits(tokens, max_pos) > 1,
+                "{what}: the long run starts in one split and ends in two"
+            );
+            let mut long = DecodeBatch::base(vec![prompt.clone(), prompt], Sampling::Greedy);
+            long.variants = vars[1..].to_vec();
+            long.seq_variant = vec![0, 1];
+            let mut gd = gpu.decoder(long.clone()).unwrap();
+            let mut cd = cpu.decoder(long).unwrap();
+            for step in 0..steps {
+                let (a, b) = (gd.next(&[0, 1]).unwrap(), cd.next(&[0, 1]).unwrap());
+                assert_eq!(a, b, "{what}: long run step {step}");
+            }
+            assert!(
+                gd.next(&[0, 1]).is_err(),
+                "{what}: decoding past the model's context"
+            );
+        }
+    }
+}
+
+/// Seeded sampling on the CUDA decoder (noise drawn on the device, addressed by batch index
+/// and generated position) picks the CPU decoder's tokens, for no family, lowrank and prefix
+/// under ± variants, at two temperatures, with sequences dropped mid-way.
+#[test]
+fn sampled_decoding_matches_the_cpu() {
+    use zo::backend::decode::Sampling;
+    for (dev, target) in targets("sampled_decoding_matches_the_cpu") {
+        for name in ["llama-tiny", "opt-tiny"] {
+            let model = fixture(name);
+            for fam in [
+                None,
+                Some(lozo(None)),
+                Some(FamilyConfig::Prefix { tokens: 5 }),
+            ] {
+                let what = format!("{dev}: {name} {:?}", fam.as_ref().map(|f| f.name()));
+                let vars = match fam {
+                    None => vec![Variant::BASE],
+                    Some(_) => variants(&[41], 0.5),
+                };
+                let family = fam.as_ref().map(|f| (f, Dist::Gaussian));
+                let mut gpu =
+                    CudaBackend::new_seeded(&model, family, 9, &opts(target, DType::F32, 1))
+                        .unwrap();
+                let mut cpu = match &fam {
+                    None => CpuBackend::new(model.clone()),
+                    Some(f) => CpuBackend::with_family(
+                        model.clone(),
+                        zo::perturb::build(f, Dist::Gaussian, &model, 9).unwrap(),
+                    ),
+                };
+                if fam.is_some() {
+                    gpu.begin_step(0, None).unwrap();
+                    cpu.begin_step(0, None);
+                }
+                let vocab = model.config.vocab_size as u32;
+                for temperature in [1.0, 0.7] {
+                    let hot = Sampling::Seeded {
+                        seed: 2024,
+                        temperature,
+                    };
+                    let g = decode_run(&gpu, decode_batch(vocab, &vars, hot), 8);
+                    let c = decode_run(&cpu, decode_batch(vocab, &vars, hot), 8);
+                    assert_eq!(g, c, "{what}: sampled tokens at T = {temperature}");
+                }
+            }
+        }
+    }
+}
+
+/// `zo-run generate --prompt ...` on a tiny model end to end: the CUDA backend (emulated, and
+/// the GPU where there is one) prints the CPU's greedy completions, and its tokens/s.
+#[test]
+fn generate_cli_matches_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root.join("hf/llama-tiny").join(f), model.join(f)).unwrap();
+    }
+    // The fixture tokenizer's words, then a filler word for every other id of the model's
+    // vocabulary, so that each generated id shows in the completions.
+    let mut tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("data/wordlevel_tokenizer.json")).unwrap())
+            .unwrap();
+    let words = tok["model"]["vocab"].as_object_mut().unwrap();
+    let known = words.len();
+    let vocab = fixture("llama-tiny").config.vocab_size;
+    for id in known..vocab {
+        words.insert(format!("w{id}"), id.into());
+    }
+    std::fs::write(model.join("tokenizer.json"), tok.to_string()).unwrap();
+    // Every completion line, and the summary (the last line) as JSON.
+    let run = |device: &str| -> (Vec<serde_json::Value>, serde_json::Value) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zo-run"))
+            .args(["generate", "--model"])
+            .arg(&model)
+            .args(["--prompt", "the film is", "--prompt", "a dull cast and"])
+            .args(["--prompt", "the script , the pacing"])
+            .args(["--max-new-tokens", "12", "--batch", "2", "--stop", "@@"])
+            .args(["--device", device, "--dtype", "f32"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "zo-run generate --device {device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let summary = lines.pop().unwrap();
+        (lines, summary)
+    };
+    let (cpu, cpu_summary) = run("cpu");
+    assert_eq!(cpu.len(), 3);
+    for line in &cpu {
+        let words = line["completion"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count();
+        assert!(words >= 3, "a completion of a few words: {line}");
+    }
+    for (dev, target) in targets("generate_cli_matches_the_cpu") {
+        let device = match target {
+            Target::Emulated => "emu",
+            Target::Gpu(_) => "cuda",
+        };
+        let (lines, summary) = run(device);
+        assert_eq!(lines, cpu, "{dev}: completions");
+        assert_eq!(summary["device"], device, "{dev}: {summary}");
+        assert_eq!(summary["new_tokens"], cpu_summary["new_tokens"], "{dev}");
+        assert!(
+            summary["tokens_per_s"].as_f64().unwrap() > 0.0,
+            "{dev}: {summary}"
+        );
+    }
+}

@@ -4,9 +4,11 @@
 //! Each call is one packed forward ([`Forward::begin`], [`Forward::logits`]) of the pending
 //! tokens of the live sequences under their variants: every layer writes their keys and values
 //! into its own persistent cache through the slot mapping, and attention reads a sequence's
-//! cached tokens through its block table (`ctx_len` = tokens cached, own tokens right after).
-//! The head gives full-vocabulary logits at each sequence's last row, and [`pick_tokens`] picks
-//! the next token.
+//! cached tokens through its block table. The first call (the prompts) attends with the prefill
+//! kernel (`ctx_len` = tokens cached, own tokens right after); once every sequence feeds one
+//! token, with the split-K decode kernel ([`Attend::Decode`], the new token's key written
+//! first). The head gives full-vocabulary logits at each sequence's last row, and
+//! [`pick_tokens`] picks the next token on the device: only the token ids come back.
 //!
 //! The cache is one pool of pages per layer, shared by the batch's sequences: a sequence takes
 //! pages as it grows and gives them back when it is dropped. The pool starts with room for
@@ -15,12 +17,14 @@
 
 use super::backend::CudaBackend;
 use super::buffer::{DBuf, View};
-use super::forward::Forward;
+use super::forward::{Attend, Forward};
 use super::kernels::attention::PAGE;
+use super::kernels::decode::{self as decode_kernels, NoiseRows};
+use super::kernels::loss::Logits;
 use super::profile::region;
 use super::CudaDevice;
 use super::DType;
-use crate::backend::decode::{pick, DecodeBatch, Decoder, Sampling};
+use crate::backend::decode::{DecodeBatch, Decoder, Sampling};
 use crate::backend::device_plan::DevicePlan;
 use crate::plan::Plan;
 use crate::{Error, Result};
@@ -238,12 +242,26 @@ impl Decoder for CudaDecoder<'_> {
         let mut ws =
             b.ws.lock()
                 .map_err(|_| Error::Cuda("workspace poisoned by an earlier panic".into()))?;
+        ws.ensure(b, "picked", DType::F32, picks.len())?;
+        // Past the prompts every sequence feeds the one token it picked: a query row each,
+        // which the split-K kernel spreads over the keys (a prompt of one token qualifies too).
+        let attend = if plan.n_tokens() == live.len() {
+            Attend::Decode
+        } else {
+            Attend::Prefill
+        };
         let mut fwd = Forward { b, ws: &mut ws };
-        let pb = fwd.begin(&dp, 0)?;
+        let pb = fwd.begin(&dp, 0, attend)?;
         let caches = self.pool.views();
         let logits = fwd.logits(&dp, &pb, &caches)?;
-        let vocab = b.model.config.vocab_size;
-        let out = pick_tokens(&b.dev, logits, vocab, &picks, self.batch.sampling)?;
+        let logits = Logits {
+            data: logits,
+            rows: picks.len(),
+            vocab: b.model.config.vocab_size,
+            ld: b.model.config.vocab_size,
+        };
+        let picked = fwd.ws.view("picked", picks.len());
+        let out = pick_tokens(&b.dev, logits, &picks, self.batch.sampling, picked)?;
         for ((&i, &tok), w) in live.iter().zip(&out).zip(plan.cu_seqlens.windows(2)) {
             let s = self.seqs[i].as_mut().expect("live sequences are kept");
             s.cached += w[1] - w[0];
@@ -253,25 +271,35 @@ impl Decoder for CudaDecoder<'_> {
     }
 }
 
-/// The token picked from each row of `logits` (`[picks.len()][vocab]` f32), row `r` being
-/// sequence `picks[r].0` picking the token at position `picks[r].1`.
-///
-/// Device-pick seam: this downloads the logits and runs [`pick`] on the host. A device pick
-/// kernel (`zo_pick`, argmax / Gumbel-max over a logits row, bit-exact with `pick`) replaces the
-/// body, reading `logits` in place and downloading only the tokens.
+/// The token picked from each row of `logits` (one per entry of `picks`), row `r` being
+/// sequence `picks[r].0` picking the token at position `picks[r].1`: `decode::pick` of the row
+/// bit for bit, run on the device into `out` (u32 words), of which only the ids come back.
 fn pick_tokens(
     dev: &CudaDevice,
-    logits: View<'_>,
-    vocab: usize,
+    logits: Logits<'_>,
     picks: &[(u32, u32)],
     sampling: Sampling,
+    out: View<'_>,
 ) -> Result<Vec<u32>> {
-    logits.need("decode logits", picks.len() * vocab)?;
-    let rows = region(dev, "readback", || logits.to_f32(dev))?;
-    Ok(rows
-        .chunks_exact(vocab)
-        .zip(picks)
-        .map(|(row, &(seq, pos))| pick(row, sampling, seq, pos))
+    // Greedy picks draw no noise, so they upload no addresses.
+    let noise = match sampling {
+        Sampling::Greedy => None,
+        Sampling::Seeded { .. } => {
+            let (seq, pos): (Vec<u32>, Vec<u32>) = picks.iter().copied().unzip();
+            Some((DBuf::from_words(dev, &seq)?, DBuf::from_words(dev, &pos)?))
+        }
+    };
+    let rows = noise.as_ref().map(|(seq, pos)| NoiseRows {
+        seq: seq.view(),
+        pos: pos.view(),
+    });
+    region(dev, "pick", || {
+        decode_kernels::pick_tokens(dev, logits, sampling, rows, out)
+    })?;
+    let bytes = region(dev, "readback", || out.to_bytes(dev))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
 }
 

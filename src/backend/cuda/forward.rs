@@ -6,7 +6,10 @@
 //!
 //! Scoring and decoding share everything up to the head's logits ([`Forward::begin`],
 //! [`Forward::logits`]): scoring keeps one workspace KV cache that every layer overwrites,
-//! the decoder passes a persistent cache per layer that its sequences continue.
+//! the decoder passes a persistent cache per layer that its sequences continue. Only the
+//! attention kernel differs ([`Attend`]): a decoding step past the prompt has one query row per
+//! sequence, which the split-K decode kernel spreads over the keys where the prefill kernel
+//! would give each sequence one block.
 
 use super::backend::{CudaBackend, GpuFamily};
 use super::buffer::{DBuf, View};
@@ -14,6 +17,9 @@ use super::gemm::{linear, GemmShape};
 use super::kernels::adapter::DeviceSegments;
 use super::kernels::attention::{
     attention_prefill, kv_write, rope_in_place, PrefillAttention, QkvLayout, SeqTables, PAGE,
+};
+use super::kernels::decode::{
+    decode_attention, decode_splits, decode_workspace_len, DecodeAttention,
 };
 use super::kernels::loss::{candidate_logprobs, Logits};
 use super::kernels::ops::{self, NormWeights, Positions, RowShape, Table};
@@ -35,7 +41,7 @@ pub struct Workspace {
 
 impl Workspace {
     /// Makes room for `len` elements of `dtype` in buffer `name` ((re)allocated when smaller).
-    fn ensure(
+    pub(super) fn ensure(
         &mut self,
         b: &CudaBackend,
         name: &'static str,
@@ -55,7 +61,7 @@ impl Workspace {
     }
 
     /// The first `len` elements of buffer `name` (made room for by [`Workspace::ensure`]).
-    fn view(&self, name: &str, len: usize) -> View<'_> {
+    pub(super) fn view(&self, name: &str, len: usize) -> View<'_> {
         let (_, d) = self
             .bufs
             .iter()
@@ -75,6 +81,26 @@ pub(crate) struct Forward<'a> {
     pub ws: &'a mut Workspace,
 }
 
+/// The attention kernel of a forward's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attend {
+    /// Paged prefill attention: any number of rows per sequence, shared contexts read through
+    /// `own_starts`.
+    Prefill,
+    /// Split-K decode attention: exactly one row per sequence, continuing its cached tokens
+    /// (no shared context); the row's own key is written before it attends.
+    Decode,
+}
+
+/// What the decode kernel reads beyond the plan's tables.
+struct DecodeCtx {
+    /// `[n_seqs]`: cached tokens plus the row's own.
+    ctx_lens: DBuf,
+    max_ctx: usize,
+    /// fp32 elements of the split workspace.
+    ws_len: usize,
+}
+
 /// One plan's arrays on the device.
 pub(crate) struct PlanBufs {
     tokens: DBuf,
@@ -90,6 +116,8 @@ pub(crate) struct PlanBufs {
     /// (index into the scoring rows, token) per query.
     queries: DBuf,
     segs: DeviceSegments,
+    /// Some: the layers attend with the decode kernel.
+    decode: Option<DecodeCtx>,
 }
 
 /// The sizes of every activation buffer of one plan.
@@ -98,10 +126,12 @@ struct Sizes {
     rows: usize,
     slots: usize,
     queries: usize,
+    /// fp32 elements of the decode kernel's split workspace (0: prefill attention).
+    decode_ws: usize,
 }
 
 impl Forward<'_> {
-    fn upload(&self, dp: &DevicePlan) -> Result<PlanBufs> {
+    fn upload(&self, dp: &DevicePlan, attend: Attend) -> Result<PlanBufs> {
         let dev = &self.b.dev;
         let words = |v: &[u32]| DBuf::from_words(dev, if v.is_empty() { &[0u32] } else { v });
         let (cos, sin) = if self.b.inv_freq.is_empty() {
@@ -128,6 +158,36 @@ impl Forward<'_> {
             scoring_rows: words(&dp.scoring_rows)?,
             queries: words(&queries)?,
             segs: DeviceSegments::upload(dev, &dp.segments, &dp.direction_seeds)?,
+            decode: match attend {
+                Attend::Prefill => None,
+                Attend::Decode => Some(self.decode_ctx(dp)?),
+            },
+        })
+    }
+
+    /// The decode kernel's context lengths and workspace for `dp`, which must have one row per
+    /// sequence and no shared contexts (the kernel reads block-table positions `0..ctx_len`).
+    fn decode_ctx(&self, dp: &DevicePlan) -> Result<DecodeCtx> {
+        let one_row = dp.cu_seqlens.windows(2).all(|w| w[1] == w[0] + 1);
+        if !one_row || dp.ctx_lens != dp.own_starts {
+            return Err(Error::Data(
+                "forward: decode attention needs one row per sequence continuing its own cache"
+                    .into(),
+            ));
+        }
+        let ctx: Vec<u32> = dp.ctx_lens.iter().map(|&c| c + 1).collect();
+        let max_ctx = ctx.iter().copied().max().unwrap_or(0) as usize;
+        let b = self.b;
+        let c = &b.model.config;
+        let prefix_tokens = match &b.family {
+            GpuFamily::Prefix(p) if !b.model.layers.is_empty() => p.layer(0, None).tokens,
+            _ => 0,
+        };
+        let splits = decode_splits(prefix_tokens, max_ctx.min(dp.max_pages * PAGE));
+        Ok(DecodeCtx {
+            ctx_lens: DBuf::from_words(&b.dev, if ctx.is_empty() { &[0u32] } else { &ctx })?,
+            max_ctx,
+            ws_len: decode_workspace_len(dp.n_seqs, c.num_heads, c.head_dim, splits),
         })
     }
 
@@ -144,6 +204,9 @@ impl Forward<'_> {
             ("logits", DType::F32, s.rows * c.vocab_size),
             ("qlp", DType::F32, s.queries.max(1)),
         ];
+        if s.decode_ws > 0 {
+            need.push(("decode_ws", DType::F32, s.decode_ws));
+        }
         if s.slots > 0 {
             need.extend([
                 ("k_cache", DType::F32, s.slots * kvd),
@@ -179,7 +242,7 @@ impl Forward<'_> {
             });
         }
         let slots = dp.n_pages * PAGE;
-        let pb = self.begin(&dp, slots)?;
+        let pb = self.begin(&dp, slots, Attend::Prefill)?;
         let ws = &*self.ws;
         let c = &b.model.config;
         let kvd = c.num_kv_heads * c.head_dim;
@@ -207,10 +270,15 @@ impl Forward<'_> {
         })
     }
 
-    /// Checks that the backend can run `dp`, uploads it, makes room for its activations (and a
-    /// workspace KV cache of `cache_slots` slots, 0: none) and packs the family's adapter
-    /// columns for its directions.
-    pub(crate) fn begin(&mut self, dp: &DevicePlan, cache_slots: usize) -> Result<PlanBufs> {
+    /// Checks that the backend can run `dp` with `attend`, uploads it, makes room for its
+    /// activations (and a workspace KV cache of `cache_slots` slots, 0: none) and packs the
+    /// family's adapter columns for its directions.
+    pub(crate) fn begin(
+        &mut self,
+        dp: &DevicePlan,
+        cache_slots: usize,
+        attend: Attend,
+    ) -> Result<PlanBufs> {
         let b = self.b;
         let dev = &*b.dev;
         if matches!(b.family, GpuFamily::None | GpuFamily::Dense { .. }) && !dp.segments.is_empty()
@@ -221,12 +289,14 @@ impl Forward<'_> {
                     .into(),
             ));
         }
-        let pb = region(dev, "upload", || self.upload(dp))?;
+        let pb = region(dev, "upload", || self.upload(dp, attend))?;
         self.reserve(&Sizes {
             t: dp.n_tokens,
             rows: dp.scoring_rows.len(),
             slots: cache_slots,
             queries: dp.query_token.len(),
+            // At least one element: the launcher takes a view even when one split needs none.
+            decode_ws: pb.decode.as_ref().map_or(0, |d| d.ws_len.max(1)),
         })?;
         if let GpuFamily::Adapter(f) = &b.family {
             region(dev, "pack", || {
@@ -308,18 +378,44 @@ impl Forward<'_> {
                 kv_write(dev, qkv, &layout, pb.slots.view(), k_cache, v_cache)
             })?;
             let ao = ws.view("ao", t * layer.o.ld);
-            let attn = PrefillAttention {
-                qkv,
-                layout,
-                k_cache,
-                v_cache,
-                seqs,
-                prefix: prefix.map(|p| p.layer(li, Some(pb.segs.segments()))),
-                scale: (c.head_dim as f64).powf(-0.5) as f32,
-            };
-            region(dev, "attention", || {
-                attention_prefill(dev, &attn, ao, layer.o.ld)
-            })?;
+            // With one row per sequence the segments' token rows are its sequence indices,
+            // as the decode kernel reads them.
+            let layer_prefix = prefix.map(|p| p.layer(li, Some(pb.segs.segments())));
+            let scale = (c.head_dim as f64).powf(-0.5) as f32;
+            match &pb.decode {
+                None => {
+                    let attn = PrefillAttention {
+                        qkv,
+                        layout,
+                        k_cache,
+                        v_cache,
+                        seqs,
+                        prefix: layer_prefix,
+                        scale,
+                    };
+                    region(dev, "attention", || {
+                        attention_prefill(dev, &attn, ao, layer.o.ld)
+                    })?;
+                }
+                Some(d) => {
+                    let attn = DecodeAttention {
+                        qkv,
+                        layout,
+                        k_cache,
+                        v_cache,
+                        ctx_lens: d.ctx_lens.view(),
+                        block_tables: pb.block_tables.view(),
+                        max_pages: dp.max_pages,
+                        max_ctx: d.max_ctx,
+                        prefix: layer_prefix,
+                        scale,
+                    };
+                    let split_ws = ws.view("decode_ws", d.ws_len.max(1));
+                    region(dev, "attention.decode", || {
+                        decode_attention(dev, &attn, split_ws, ao, layer.o.ld)
+                    })?;
+                }
+            }
             region(dev, "shrink", || self.shrink(&layer.o, ao, t, pb))?;
             region(dev, "gemm.o", || gemm(b, &layer.o, ao, t, x, h, true))?;
             // MLP block.
