@@ -120,22 +120,9 @@ __device__ __forceinline__ void zo_attn_prefill(
     const uint32_t kv_width = p.kv_heads * (uint32_t)hd;
 
     // The sequence's perturbation, if its first row lies in a segment.
-    bool perturbed = false;
-    ZoRngStream zk = {0, 0, p.prefix_key_tensor, p.prefix_role};
-    ZoRngStream zv = {0, 0, p.prefix_value_tensor, p.prefix_role};
-    float zscale = 0.0f;
-    if (np > 0) {
-        for (uint32_t i = 0; i < p.n_segments; i++) {
-            const ZoSegment g = segments[i];
-            if (g.row_start <= seq_start && seq_start < g.row_end) {
-                perturbed = true;
-                zk.seed_lo = zv.seed_lo = g.seed_lo;
-                zk.seed_hi = zv.seed_hi = g.seed_hi;
-                zscale = g.scale;
-                break;
-            }
-        }
-    }
+    const ZoPrefixPerturbation z =
+        zo_prefix_perturbation(segments, np > 0 ? p.n_segments : 0, seq_start,
+                               p.prefix_key_tensor, p.prefix_value_tensor, p.prefix_role);
 
     ZO_DYNAMIC_SMEM(float, smem);
     float* qs = smem;                  // [M][hd]
@@ -198,15 +185,8 @@ __device__ __forceinline__ void zo_attn_prefill(
             if (j < kv_count) {
                 if (j < np) {
                     const uint64_t idx = (uint64_t)j * kv_width + (uint64_t)kvh * hd + d;
-                    kv = prefix_k[idx];
-                    vv = prefix_v[idx];
-                    if (perturbed) {
-                        const bool gauss = p.prefix_dist == ZO_DIST_GAUSSIAN;
-                        const float a = gauss ? zo_gaussian(zk, idx) : zo_rademacher(zk, idx);
-                        const float b = gauss ? zo_gaussian(zv, idx) : zo_rademacher(zv, idx);
-                        kv = __fmaf_rn(zscale, a, kv);
-                        vv = __fmaf_rn(zscale, b, vv);
-                    }
+                    kv = zo_prefix_element(prefix_k, idx, z.on, z.k, z.scale, p.prefix_dist);
+                    vv = zo_prefix_element(prefix_v, idx, z.on, z.v, z.scale, p.prefix_dist);
                 } else {
                     const uint32_t c = j - np;
                     const uint32_t pos = c < ctx ? c : own0 + (c - ctx);

@@ -36,16 +36,6 @@ __device__ __forceinline__ uint64_t zo_decode_slot(const ZoDecodeParams& p,
     return slot * ((uint64_t)p.kv_heads * hd) + (uint64_t)kvh * hd;
 }
 
-// A stored prefix element, perturbed as the prefill kernel perturbs it: fma(scale, z, x).
-__device__ __forceinline__ float zo_decode_prefix(const ZoDecodeParams& p,
-                                                  const float* __restrict__ x, uint64_t idx,
-                                                  bool perturbed, ZoRngStream z, float scale) {
-    const float v = x[idx];
-    if (!perturbed) return v;
-    const float d = p.prefix_dist == ZO_DIST_GAUSSIAN ? zo_gaussian(z, idx) : zo_rademacher(z, idx);
-    return __fmaf_rn(scale, d, v);
-}
-
 // Scores of one key (element d read by key(d)) against the block's nh query rows.
 template <int HDC, bool FIXED, class Key>
 __device__ __forceinline__ void zo_decode_dot(int hd, int nh, const float* qs, Key key,
@@ -127,22 +117,9 @@ __device__ __forceinline__ void zo_attn_decode(
     const uint64_t kv_width = (uint64_t)p.kv_heads * hd;
 
     // The sequence's perturbation (only read by splits that hold prefix keys).
-    bool perturbed = false;
-    ZoRngStream zk = {0, 0, p.prefix_key_tensor, p.prefix_role};
-    ZoRngStream zv = {0, 0, p.prefix_value_tensor, p.prefix_role};
-    float zscale = 0.0f;
-    if (j_begin < np) {
-        for (uint32_t i = 0; i < p.n_segments; i++) {
-            const ZoSegment g = segments[i];
-            if (g.row_start <= s && s < g.row_end) {
-                perturbed = true;
-                zk.seed_lo = zv.seed_lo = g.seed_lo;
-                zk.seed_hi = zv.seed_hi = g.seed_hi;
-                zscale = g.scale;
-                break;
-            }
-        }
-    }
+    const ZoPrefixPerturbation z =
+        zo_prefix_perturbation(segments, j_begin < np ? p.n_segments : 0, s,
+                               p.prefix_key_tensor, p.prefix_value_tensor, p.prefix_role);
 
     ZO_DYNAMIC_SMEM(float, smem);
     float* qs = smem;              // [H][hd]
@@ -185,7 +162,7 @@ __device__ __forceinline__ void zo_attn_decode(
             const uint64_t at = (uint64_t)j * kv_width + (uint64_t)kvh * hd;
             zo_decode_dot<HDC, FIXED>(
                 hd, nh, qs,
-                [&](int d) { return zo_decode_prefix(p, prefix_k, at + d, perturbed, zk, zscale); },
+                [&](int d) { return zo_prefix_element(prefix_k, at + d, z.on, z.k, z.scale, p.prefix_dist); },
                 sc);
         }
 
@@ -224,7 +201,7 @@ __device__ __forceinline__ void zo_attn_decode(
                 for (int i = 0; i < NI; i++) {
                     const int d = lane + 32 * i;
                     v[i] = FULL || d < hd
-                               ? zo_decode_prefix(p, prefix_v, at + d, perturbed, zv, zscale)
+                               ? zo_prefix_element(prefix_v, at + d, z.on, z.v, z.scale, p.prefix_dist)
                                : 0.0f;
                 }
             }

@@ -12,8 +12,11 @@ use zo::engine::hash::model_hash;
 use zo::engine::seeds::direction_seed;
 use zo::engine::{Checkpoint, Objective};
 use zo::eval::evaluate;
+use zo::model::Model;
 use zo::perturb::{Dist, FamilyConfig};
-use zo::train::{cpu_backend, load_base, load_data, step_batch, train, RunOptions};
+use zo::train::{
+    cpu_backend, load_base, load_data, step_batch, train, RunOptions, TrainData, TrainOutcome,
+};
 
 fn config(objective: Objective, steps: u64, lr: f32, eps: f32) -> TrainConfig {
     TrainConfig {
@@ -31,6 +34,18 @@ fn config(objective: Objective, steps: u64, lr: f32, eps: f32) -> TrainConfig {
         data_seed: 2,
         ..TrainConfig::preset("mezo").unwrap()
     }
+}
+
+/// A fresh run of `cfg` on the CPU backend, without the test split.
+fn fresh_run(base: &Model, data: &TrainData, cfg: &TrainConfig) -> TrainOutcome<CpuBackend> {
+    let hash = model_hash(base);
+    let make = || cpu_backend(base, cfg);
+    let opts = RunOptions {
+        skip_test: true,
+        ..RunOptions::default()
+    };
+    let log = Checkpoint::new(hash.clone(), cfg.clone());
+    train(&make, data, cfg, &hash, log, &opts).unwrap()
 }
 
 #[test]
@@ -53,21 +68,7 @@ fn a_generated_objective_differences_the_metric_under_plus_and_minus() {
         };
         let data = load_data(&cfg, &fx.data(), &tok, &base.config).unwrap();
         let generator = data.judge.generator().unwrap().clone();
-        let hash = model_hash(&base);
-        let make = || cpu_backend(&base, &cfg);
-        let opts = RunOptions {
-            skip_test: true,
-            ..RunOptions::default()
-        };
-        let out = train(
-            &make,
-            &data,
-            &cfg,
-            &hash,
-            Checkpoint::new(hash.clone(), cfg.clone()),
-            &opts,
-        )
-        .unwrap();
+        let out = fresh_run(&base, &data, &cfg);
         let g = out.log.records[0].grads[0];
 
         // The same step by hand: the step's batch, greedy completions of θ ± εZ materialised
@@ -115,21 +116,7 @@ fn training_on_the_lm_loss_lowers_it() {
     // The LM loss keeps each training example's gold label word as its only candidate.
     assert!(data.train.iter().all(|e| e.candidates.len() == 1));
     assert!(data.dev.iter().all(|e| e.candidates.len() == 2));
-    let hash = model_hash(&base);
-    let make = || cpu_backend(&base, &cfg);
-    let opts = RunOptions {
-        skip_test: true,
-        ..RunOptions::default()
-    };
-    let out = train(
-        &make,
-        &data,
-        &cfg,
-        &hash,
-        Checkpoint::new(hash.clone(), cfg.clone()),
-        &opts,
-    )
-    .unwrap();
+    let out = fresh_run(&base, &data, &cfg);
     let loss = |b: &CpuBackend| evaluate(b, &data.train, 8, &mut |_| {}).unwrap().mean_loss;
     let before = loss(&cpu_backend(&base, &cfg).unwrap());
     let after = loss(&out.backend);

@@ -125,6 +125,7 @@ pub struct zo_kernel_attention_buffers {
 
 /// `struct_size` of `zo_kernel_attention_buffers` before `own_starts` was added: those fields
 /// are a prefix of the struct, so such a caller's struct is read as it was.
+#[cfg(feature = "cuda")]
 const BUFFERS_WITHOUT_OWN_STARTS: usize =
     std::mem::offset_of!(zo_kernel_attention_buffers, own_starts);
 
