@@ -153,6 +153,17 @@ fn synthetic_weights_equal_the_host_twin() {
     }
 }
 
+/// The decoder tests' CUDA backend: `fam` from seed 9, f32 weights, one direction.
+fn decoder_backend(model: &Model, fam: &FamilyConfig, target: Target) -> CudaBackend {
+    CudaBackend::new_seeded(
+        model,
+        Some((fam, Dist::Gaussian)),
+        9,
+        &opts(target, DType::F32, 1),
+    )
+    .unwrap()
+}
+
 fn lozo(momentum: Option<f32>) -> FamilyConfig {
     FamilyConfig::LowRank {
         rank: 2,
@@ -840,13 +851,7 @@ fn seeded_sampling_replays_on_the_cuda_backend() {
     for (dev, target) in targets("seeded_sampling_replays_on_the_cuda_backend") {
         let model = fixture("llama-tiny");
         let fam = lozo(None);
-        let mut gpu = CudaBackend::new_seeded(
-            &model,
-            Some((&fam, Dist::Gaussian)),
-            9,
-            &opts(target, DType::F32, 1),
-        )
-        .unwrap();
+        let mut gpu = decoder_backend(&model, &fam, target);
         gpu.begin_step(0, None).unwrap();
         let vocab = model.config.vocab_size as u32;
         let vars = variants(&[41], 0.5);
@@ -874,13 +879,7 @@ fn decoding_past_the_first_cache_matches_the_cpu() {
     for (dev, target) in targets("decoding_past_the_first_cache_matches_the_cpu") {
         let model = fixture("llama-tiny");
         let fam = lozo(None);
-        let mut gpu = CudaBackend::new_seeded(
-            &model,
-            Some((&fam, Dist::Gaussian)),
-            9,
-            &opts(target, DType::F32, 1),
-        )
-        .unwrap();
+        let mut gpu = decoder_backend(&model, &fam, target);
         let family = zo::perturb::build(&fam, Dist::Gaussian, &model, 9).unwrap();
         let mut cpu = CpuBackend::with_family(model.clone(), family);
         gpu.begin_step(0, None).unwrap();
@@ -917,13 +916,7 @@ fn prefix_decoding_matches_the_cpu() {
         for name in ["llama-tiny", "opt-tiny"] {
             let model = fixture(name);
             let what = format!("{dev}: {name} prefix");
-            let gpu = CudaBackend::new_seeded(
-                &model,
-                Some((&fam, Dist::Gaussian)),
-                9,
-                &opts(target, DType::F32, 1),
-            )
-            .unwrap();
+            let gpu = decoder_backend(&model, &fam, target);
             let family = zo::perturb::build(&fam, Dist::Gaussian, &model, 9).unwrap();
             let cpu = CpuBackend::with_family(model.clone(), family);
             let vocab = model.config.vocab_size as u32;
