@@ -34,6 +34,10 @@ pub enum Error {
     /// says where the last good state was saved.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// A data-parallel run whose ranks disagree, fail or stop answering; the message names the
+    /// rank.
+    #[error("distributed: {0}")]
+    Distributed(String),
     /// GPU problems: no driver, no device, launch failures.
     #[error("cuda: {0}")]
     Cuda(String),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::data::{answer_metrics, load_split, resolve_task, tokenize_within, TaskKind};
 use crate::engine::objective::{Generator, Judge, Objective};
-use crate::generate::{Completion, GenerateStats};
+use crate::generate::{Completion, Ended, GenerateStats};
 use crate::plan::{Plan, TokenizedExample, Variant};
 use crate::{Error, Result};
 
@@ -218,6 +218,107 @@ pub fn evaluate_task(
         loss: scored.mean_loss,
         generation: Some(g),
     })
+}
+
+/// [`evaluate_task`] with `examples` split among `comm`'s ranks: each rank evaluates its
+/// contiguous share, the ranks gather every example's loss, correctness, exact match and F1,
+/// and each aggregates them in the one-rank order, so every rank gets the score of one rank
+/// bit for bit. The generation's timing stats are this rank's own.
+pub fn evaluate_task_on(
+    backend: &dyn Backend,
+    examples: &[TokenizedExample],
+    batch: usize,
+    judge: &Judge,
+    comm: &dyn crate::dist::Comm,
+) -> Result<TaskScore> {
+    let size = comm.size();
+    if size == 1 {
+        return evaluate_task(backend, examples, batch, judge);
+    }
+    if examples.len() < size {
+        return Err(Error::Distributed(format!(
+            "{size} ranks but {} examples to evaluate: each rank needs at least one; use a              larger split or fewer ranks",
+            examples.len()
+        )));
+    }
+    let mine = &examples[crate::dist::shard(examples.len(), comm.rank(), size)];
+    let scored = evaluate(backend, mine, batch, &mut |_| {})?;
+    let generated = if judge.kind == TaskKind::Generation {
+        Some(evaluate_generation(backend, mine, batch, judge.generator()?)?)
+    } else {
+        None
+    };
+    let mut local = Vec::with_capacity(mine.len() * PER_EXAMPLE);
+    for (i, ex) in mine.iter().enumerate() {
+        let (em, f1, ended) = match &generated {
+            Some(g) => {
+                let c = &g.completions[i];
+                (
+                    answer_metrics::exact_match(&c.text, &ex.answers),
+                    answer_metrics::token_f1(&c.text, &ex.answers),
+                    ENDED.iter().position(|e| *e == c.ended).unwrap_or(0) as f32,
+                )
+            }
+            None => (0.0, 0.0, 0.0),
+        };
+        local.push(scored.losses[i]);
+        local.push(f32::from(u8::from(scored.predictions[i] == ex.gold)));
+        local.extend(f64_bits(em));
+        local.extend(f64_bits(f1));
+        local.push(ended);
+    }
+    let counts: Vec<usize> = crate::dist::shard_counts(examples.len(), size)
+        .iter()
+        .map(|c| c * PER_EXAMPLE)
+        .collect();
+    let all = comm.all_gather(&local, &counts, "evaluation scores")?;
+    let n = examples.len();
+    let (mut loss, mut correct, mut em, mut f1) = (0f64, 0usize, 0f64, 0f64);
+    let mut ended = std::collections::BTreeMap::new();
+    for e in all.chunks(PER_EXAMPLE) {
+        loss += e[0] as f64;
+        correct += usize::from(e[1] == 1.0);
+        em += f64_from_bits(e[2], e[3]);
+        f1 += f64_from_bits(e[4], e[5]);
+        *ended.entry(ENDED[e[6] as usize].name()).or_insert(0) += 1;
+    }
+    let mean_loss = loss / n as f64;
+    Ok(match generated {
+        None => TaskScore {
+            metric_name: judge.metric_name(),
+            metric: correct as f64 / n as f64,
+            loss: mean_loss,
+            generation: None,
+        },
+        Some(g) => TaskScore {
+            metric_name: judge.metric_name(),
+            metric: f1 / n as f64,
+            loss: mean_loss,
+            generation: Some(GenerationEval {
+                n,
+                exact_match: em / n as f64,
+                f1: f1 / n as f64,
+                ended,
+                ..g
+            }),
+        },
+    })
+}
+
+/// Values each example contributes to a distributed evaluation: loss, correct, exact match
+/// and F1 (two values each, their bits) and how its generation ended.
+const PER_EXAMPLE: usize = 7;
+
+const ENDED: [Ended; 4] = [Ended::Eos, Ended::Stop, Ended::MaxTokens, Ended::Context];
+
+/// An f64 carried exactly as two f32 bit patterns.
+fn f64_bits(x: f64) -> [f32; 2] {
+    let b = x.to_bits();
+    [f32::from_bits((b >> 32) as u32), f32::from_bits(b as u32)]
+}
+
+fn f64_from_bits(hi: f32, lo: f32) -> f64 {
+    f64::from_bits(((hi.to_bits() as u64) << 32) | lo.to_bits() as u64)
 }
 
 /// What `zo-run eval` was asked to do.

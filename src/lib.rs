@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod bench;
 pub mod data;
+pub mod dist;
 pub mod engine;
 pub mod error;
 pub mod eval;

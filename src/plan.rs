@@ -53,6 +53,21 @@ pub enum Sharing {
     PerCandidate,
 }
 
+/// One example of a step under one of its variants, by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    pub variant: usize,
+    pub example: usize,
+}
+
+/// Every example under every variant, variant-major: the order of a whole step's plan and of
+/// its per-example losses.
+pub fn cross_pairs(n_variants: usize, n_examples: usize) -> Vec<Pair> {
+    (0..n_variants)
+        .flat_map(|variant| (0..n_examples).map(move |example| Pair { variant, example }))
+        .collect()
+}
+
 /// log p(token | prefix up to and including packed row `row`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query {
@@ -136,15 +151,63 @@ impl Plan {
         if variants.is_empty() {
             return Err(Error::Data("plan needs at least one variant".into()));
         }
+        if examples.is_empty() && !variants.is_empty() {
+            // No sequences, but the plan still names the step's variants.
+            return Ok(Plan {
+                variants: variants.to_vec(),
+                cu_seqlens: vec![0],
+                ..Plan::default()
+            });
+        }
+        Plan::build_pairs(
+            examples,
+            variants,
+            &cross_pairs(variants.len(), examples.len()),
+            sharing,
+        )
+    }
+
+    /// Packs the (variant, example) pairs `pairs` of `variants` × `examples`, in their order
+    /// (which must keep each variant's pairs together): a part of [`Plan::build_with`]'s plan,
+    /// holding only the variants it uses. Its example groups come in the order of `pairs`.
+    pub fn build_pairs(
+        examples: &[TokenizedExample],
+        variants: &[Variant],
+        pairs: &[Pair],
+        sharing: Sharing,
+    ) -> Result<Plan> {
+        if variants.is_empty() {
+            return Err(Error::Data("plan needs at least one variant".into()));
+        }
         let mut plan = Plan {
-            variants: variants.to_vec(),
             cu_seqlens: vec![0],
             ..Plan::default()
         };
-        for (vi, _) in variants.iter().enumerate() {
-            for (ei, ex) in examples.iter().enumerate() {
-                plan.push_example(ei, ex, vi as u32, sharing)?;
-            }
+        let mut local: Vec<Option<u32>> = vec![None; variants.len()];
+        for &Pair { variant, example } in pairs {
+            let (Some(v), Some(ex)) = (variants.get(variant), examples.get(example)) else {
+                return Err(Error::Data(format!(
+                    "plan: pair (variant {variant}, example {example}) is outside {} variants × \
+                     {} examples",
+                    variants.len(),
+                    examples.len()
+                )));
+            };
+            let vi = match local[variant] {
+                Some(vi) if vi as usize + 1 == plan.variants.len() => vi,
+                Some(_) => {
+                    return Err(Error::Data(format!(
+                        "plan: the pairs of variant {variant} are not contiguous"
+                    )))
+                }
+                None => {
+                    plan.variants.push(*v);
+                    let vi = plan.variants.len() as u32 - 1;
+                    local[variant] = Some(vi);
+                    vi
+                }
+            };
+            plan.push_example(example, ex, vi, sharing)?;
         }
         Ok(plan)
     }

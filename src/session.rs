@@ -362,6 +362,7 @@ impl Session {
             ps,
             lr,
             &batch,
+            &crate::dist::Local,
         )?;
         self.commit(&est)?;
         Ok(est)

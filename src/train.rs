@@ -19,13 +19,13 @@ use crate::backend::DType;
 use crate::engine::checkpoint::{Checkpoint, DevPoint, SkippedStep};
 use crate::engine::config::TrainConfig;
 use crate::engine::divergence::DivergenceGuard;
-use crate::engine::estimator::estimate;
-use crate::engine::estimator::StepEstimate;
+use crate::dist::{Comm, Local};
+use crate::engine::estimator::{estimate_on, score_part, StepEstimate};
 use crate::engine::objective::{generated_losses, Judge};
 use crate::engine::replay::{replay, ZoBackend};
 use crate::engine::schedule::lr_at;
 use crate::engine::seeds::{batch_indices, period_seed};
-use crate::eval::{evaluate, evaluate_task};
+use crate::eval::{evaluate, evaluate_task_on};
 use crate::plan::TokenizedExample;
 use crate::{Error, Result};
 
@@ -59,6 +59,9 @@ pub struct RunOptions {
     /// Also measure the test accuracy of the untrained state (zero-shot) at the start of a
     /// fresh run, so a report can show the gain on test.
     pub test_before: bool,
+    /// The ranks of a data-parallel run (None: this process alone). Every rank trains; rank 0
+    /// alone writes the metrics, the curve and the checkpoint, and shows progress.
+    pub comm: Option<std::rc::Rc<dyn Comm>>,
 }
 
 /// What a run produced.
@@ -181,7 +184,9 @@ fn split_type(split: &str) -> &'static str {
     }
 }
 
-/// Step `step`'s estimate under the run's objective: scored candidates, or generated text.
+/// Step `step`'s estimate under the run's objective (scored candidates, or generated text),
+/// with the step's pairs split among `comm`'s ranks.
+#[allow(clippy::too_many_arguments)]
 pub fn estimate_step<B: ZoBackend>(
     backend: &mut B,
     cfg: &TrainConfig,
@@ -190,36 +195,22 @@ pub fn estimate_step<B: ZoBackend>(
     period_seed: Option<u64>,
     lr: f32,
     batch: &[TokenizedExample],
+    comm: &dyn Comm,
 ) -> Result<StepEstimate> {
     if judge.objective.generates() {
-        estimate_generated(backend, cfg, judge, step, period_seed, lr, batch)
+        // Every pair greedily decoded in one batch, each loss 1 − metric; g as for scored
+        // losses.
+        let generator = judge.generator()?;
+        estimate_on(backend, cfg, step, period_seed, lr, batch, comm, &mut |b, vars, pairs| {
+            let (losses, stats) =
+                generated_losses(&*b, judge.objective, generator, batch, vars, pairs)?;
+            Ok((losses, stats.prompt_tokens + stats.new_tokens))
+        })
     } else {
-        estimate(backend, cfg, step, period_seed, lr, batch)
+        estimate_on(backend, cfg, step, period_seed, lr, batch, comm, &mut |b, vars, pairs| {
+            score_part(b, cfg, batch, vars, pairs)
+        })
     }
-}
-
-/// A step whose loss is generated text's metric: every example under every variant of the
-/// step, greedily decoded in one batch, each loss 1 − metric; g as for scored losses.
-fn estimate_generated<B: ZoBackend>(
-    backend: &B,
-    cfg: &TrainConfig,
-    judge: &Judge,
-    step: u64,
-    period_seed: Option<u64>,
-    lr: f32,
-    batch: &[TokenizedExample],
-) -> Result<StepEstimate> {
-    let sp = crate::engine::estimator::plan_step(cfg, step, period_seed, lr, batch)?;
-    let (losses, stats) = generated_losses(
-        backend,
-        judge.objective,
-        judge.generator()?,
-        batch,
-        &sp.plan.variants,
-    )?;
-    let mut est = crate::engine::estimator::finish(cfg, &sp, &losses)?;
-    est.tokens = stats.prompt_tokens + stats.new_tokens;
-    Ok(est)
 }
 
 /// Dev accuracy and loss of the backend's current state.
@@ -251,6 +242,21 @@ pub fn train<B: ZoBackend>(
     }
     log.check()?;
     log.check_compatible(base_hash, cfg)?;
+    let comm: &dyn Comm = opts.comm.as_deref().unwrap_or(&Local);
+    let follower;
+    let opts = if comm.rank() == 0 {
+        opts
+    } else {
+        // The ranks hold the same state; only rank 0 writes it down.
+        follower = RunOptions {
+            checkpoint: None,
+            metrics: None,
+            plot: None,
+            progress: false,
+            ..opts.clone()
+        };
+        &follower
+    };
     let resumed = log.completed > 0 || !log.evals.is_empty();
     let mut backend = make()?;
     replay(&mut backend, cfg, &log.records, &log.skipped, log.completed)?;
@@ -278,11 +284,11 @@ pub fn train<B: ZoBackend>(
     let mut test_accuracy_before = None;
     if log.completed == 0 && log.evals.is_empty() {
         if opts.test_before && !data.test.is_empty() {
-            let s = evaluate_task(&backend, &data.test, cfg.eval_batch, judge)?;
+            let s = evaluate_task_on(&backend, &data.test, cfg.eval_batch, judge, comm)?;
             metrics.line(&eval_line("test", 0, &s))?;
             test_accuracy_before = Some(s.metric);
         }
-        let s = evaluate_task(&backend, &data.dev, cfg.eval_batch, judge)?;
+        let s = evaluate_task_on(&backend, &data.dev, cfg.eval_batch, judge, comm)?;
         let line = record_eval(&mut log, 0, &s);
         metrics.line(&line)?;
         last_dev = Some(s.metric);
@@ -308,7 +314,8 @@ pub fn train<B: ZoBackend>(
         let ps = cfg.period().map(|nu| period_seed(cfg.seed, step, nu));
         backend.begin_step(step, ps)?;
         let batch = step_batch(cfg, &data.train, step);
-        let est = estimate_step(&mut backend, cfg, judge, step, ps, lr_at(cfg, step), &batch)?;
+        let lr = lr_at(cfg, step);
+        let est = estimate_step(&mut backend, cfg, judge, step, ps, lr, &batch, comm)?;
         if let Some(reason) = &est.skipped {
             bar.suspend(|| eprintln!("step {step}: skipped, {reason}"));
         }
@@ -323,7 +330,7 @@ pub fn train<B: ZoBackend>(
 
         let done = log.completed;
         if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
-            let s = evaluate_task(&backend, &data.dev, cfg.eval_batch, judge)?;
+            let s = evaluate_task_on(&backend, &data.dev, cfg.eval_batch, judge, comm)?;
             let line = record_eval(&mut log, done, &s);
             metrics.line(&line)?;
             last_dev = Some(s.metric);
@@ -358,11 +365,11 @@ pub fn train<B: ZoBackend>(
     if finished && !opts.skip_test && !data.test.is_empty() {
         let best_after = log.best.as_ref().map_or(log.completed, |b| b.after);
         let s = if best_after == log.completed {
-            evaluate_task(&backend, &data.test, cfg.eval_batch, judge)?
+            evaluate_task_on(&backend, &data.test, cfg.eval_batch, judge, comm)?
         } else {
             let mut best = make()?;
             replay(&mut best, cfg, &log.records, &log.skipped, best_after)?;
-            evaluate_task(&best, &data.test, cfg.eval_batch, judge)?
+            evaluate_task_on(&best, &data.test, cfg.eval_batch, judge, comm)?
         };
         metrics.line(&eval_line("test", best_after, &s))?;
         test_accuracy = Some(s.metric);
@@ -463,6 +470,8 @@ pub struct DiskRun {
     pub device: Device,
     /// See [`RunOptions::test_before`].
     pub test_before: bool,
+    /// See [`RunOptions::comm`].
+    pub comm: Option<std::rc::Rc<dyn Comm>>,
 }
 
 /// Where `zo-run` runs the model.
@@ -636,6 +645,17 @@ pub fn open_backend(
     cfg: &TrainConfig,
     device: Device,
 ) -> Result<Box<dyn ZoBackend + Send>> {
+    open_backend_on(base, cfg, device, 0)
+}
+
+/// [`open_backend`] on GPU `gpu` when the device is `Cuda`.
+pub fn open_backend_on(
+    base: &crate::model::Model,
+    cfg: &TrainConfig,
+    device: Device,
+    gpu: usize,
+) -> Result<Box<dyn ZoBackend + Send>> {
+    let _ = gpu;
     match device {
         Device::Cpu => Ok(Box::new(cpu_backend(base, cfg)?)),
         Device::Auto => Err(Error::Config(
@@ -648,7 +668,7 @@ pub fn open_backend(
                 target: if matches!(device, Device::Emulated(_)) {
                     Target::Emulated
                 } else {
-                    Target::Gpu(0)
+                    Target::Gpu(gpu)
                 },
                 dtype,
                 directions: cfg.q,
@@ -665,6 +685,67 @@ pub fn open_backend(
 #[cfg(not(feature = "cuda"))]
 fn no_cuda() -> Error {
     Error::Unsupported("this build of zo has no CUDA backend; rebuild with --features cuda".into())
+}
+
+/// Refuses to start a data-parallel run whose ranks were not given the same job: the config,
+/// the base weights, the train split, the checkpoint resumed from and the device must agree,
+/// or their bit-exact agreement would be lost at the first step. Names every rank that differs.
+fn check_same_job(
+    comm: &dyn Comm,
+    cfg: &TrainConfig,
+    base_hash: &str,
+    data_hash: &str,
+    resume: Option<&Checkpoint>,
+    device: Device,
+) -> Result<()> {
+    let resumed = match resume {
+        None => b"none".to_vec(),
+        Some(ck) => {
+            let bytes = serde_json::to_vec(ck).map_err(|e| Error::Config(e.to_string()))?;
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+            digest.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+        }
+    };
+    let config = serde_json::to_vec(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    let items = [
+        ("config", config),
+        ("model (weights hash)", base_hash.as_bytes().to_vec()),
+        ("train split (hash)", data_hash.as_bytes().to_vec()),
+        ("checkpoint to resume (hash)", resumed),
+        ("device", format!("{device:?}").into_bytes()),
+        ("zo version", env!("CARGO_PKG_VERSION").as_bytes().to_vec()),
+    ];
+    crate::dist::check_agreement(comm, &items, &|name, a, b| {
+        if name == "config" {
+            json_differences(a, b)
+        } else {
+            format!(
+                "{} vs {}",
+                String::from_utf8_lossy(a),
+                String::from_utf8_lossy(b)
+            )
+        }
+    })
+}
+
+/// The top-level fields where two JSON objects differ, as `field: A vs B`.
+fn json_differences(a: &[u8], b: &[u8]) -> String {
+    let parse = |x: &[u8]| serde_json::from_slice::<serde_json::Value>(x).unwrap_or_default();
+    let (a, b) = (parse(a), parse(b));
+    let (Some(oa), Some(ob)) = (a.as_object(), b.as_object()) else {
+        return "unreadable".into();
+    };
+    let mut keys: Vec<&String> = oa.keys().chain(ob.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| oa.get(*k) != ob.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("missing".into(), |v| v.to_string());
+            format!("{k}: {} vs {}", show(oa.get(k)), show(ob.get(k)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `zo-run train`: everything from files on disk to files on disk, on the CPU backend.
@@ -697,7 +778,23 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     // Fail on a family that cannot be built before any file is written (the family alone:
     // the weights are not copied for this).
     crate::perturb::build(&cfg.family, cfg.dist, &base, cfg.seed)?;
-    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    let device = resolve_device(run.device, cfg, run.progress)?;
+    if let Some(comm) = &run.comm {
+        check_same_job(comm.as_ref(), cfg, &base_hash, &data_hash, resume.as_ref(), device)?;
+        if cfg.batch < comm.size() {
+            return Err(Error::Distributed(format!(
+                "{} ranks but --batch {}: each rank needs at least one example of every step; \
+                 run at most {} ranks or raise --batch",
+                comm.size(),
+                cfg.batch,
+                cfg.batch
+            )));
+        }
+    }
+    let lead = run.comm.as_ref().is_none_or(|c| c.rank() == 0);
+    if lead {
+        std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    }
     let checkpoint = run
         .checkpoint
         .clone()
@@ -713,6 +810,7 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         stop_after: run.stop_after,
         skip_test: false,
         test_before: run.test_before,
+        comm: run.comm.clone(),
     };
     let log = resume.unwrap_or_else(|| {
         let mut ck = Checkpoint::new(base_hash.clone(), cfg.clone());
@@ -725,8 +823,15 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         ..log
     };
     let started = Instant::now();
-    let device = resolve_device(run.device, cfg, run.progress)?;
-    let make = || open_backend(&base, cfg, device);
+    let gpu = match (&run.comm, device) {
+        // One GPU per rank of a machine, shared round-robin when ranks outnumber them.
+        #[cfg(feature = "cuda")]
+        (Some(c), Device::Cuda(_)) => {
+            crate::dist::local_rank(c.rank()) % crate::backend::cuda::gpu_count().max(1)
+        }
+        _ => 0,
+    };
+    let make = || open_backend_on(&base, cfg, device, gpu);
     let o = train(&make, &data, cfg, &base_hash, log, &opts)?;
     let (log, test_accuracy_before, test_accuracy) =
         (&o.log, o.test_accuracy_before, o.test_accuracy);

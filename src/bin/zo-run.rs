@@ -177,6 +177,16 @@ struct TrainArgs {
     /// Also measure the zero-shot test accuracy before training.
     #[arg(long)]
     test_before: bool,
+    /// Data-parallel training: `mpi` when launched as `mpirun -np N zo-run train …`. Every
+    /// rank holds the same weights and seeds, runs its share of each step's (variant,
+    /// example) pairs and exchanges only the losses; the run's checkpoint is bit for bit the
+    /// one-rank run's. Rank 0 writes the outputs. Needs a build with `--features mpi`.
+    #[arg(long, default_value = "none", value_parser = ["none", "mpi"])]
+    distributed: String,
+    /// With --distributed: how long a rank waits for another's losses before it stops the
+    /// job, naming the rank that sent nothing (dead or hung).
+    #[arg(long, default_value_t = 300.0)]
+    dist_timeout: f64,
 }
 
 /// The preset with every given flag applied.
@@ -290,6 +300,8 @@ fn set_opt<T: Copy>(field: &mut T, v: Option<T>) {
 
 fn train(a: TrainArgs) -> zo::Result<()> {
     let cfg = train_config(&a)?;
+    let ranks = open_ranks(&a)?;
+    let lead = ranks.as_ref().is_none_or(|r| r.rank() == 0);
     let run = zo::train::DiskRun {
         model: a.model,
         data: a.data,
@@ -297,18 +309,123 @@ fn train(a: TrainArgs) -> zo::Result<()> {
         checkpoint: a.checkpoint,
         checkpoint_every: a.checkpoint_every,
         resume: a.resume,
-        progress: true,
+        progress: lead,
         stop_after: a.stop_after,
         device: zo::train::Device::parse(&a.device, &a.dtype)?,
         test_before: a.test_before,
+        comm: ranks.as_ref().map(Ranks::comm),
     };
-    print_effective(&cfg, &run);
-    let summary = zo::train::run_on_disk(&cfg, &run)?;
-    println!(
-        "{}",
-        serde_json::to_string(&summary).expect("a summary serializes")
-    );
-    Ok(())
+    if lead {
+        print_effective(&cfg, &run);
+    }
+    match zo::train::run_on_disk(&cfg, &run) {
+        Ok(summary) => {
+            if lead {
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).expect("a summary serializes")
+                );
+            }
+            Ok(())
+        }
+        Err(e) => match &ranks {
+            Some(r) if r.size() > 1 => r.fail(&e),
+            _ => Err(e),
+        },
+    }
+}
+
+/// The ranks of a `--distributed` run.
+#[cfg(feature = "mpi")]
+struct Ranks(std::rc::Rc<zo::dist::mpi::MpiComm>);
+
+#[cfg(feature = "mpi")]
+impl Ranks {
+    fn rank(&self) -> usize {
+        zo::dist::Comm::rank(&*self.0)
+    }
+    fn size(&self) -> usize {
+        zo::dist::Comm::size(&*self.0)
+    }
+    fn comm(&self) -> std::rc::Rc<dyn zo::dist::Comm> {
+        self.0.clone()
+    }
+    /// A rank that fails stops every rank: the others would wait for it, and MPI cannot
+    /// finalize while they do. The pause lets the other ranks print their own errors.
+    fn fail(&self, e: &zo::Error) -> ! {
+        eprintln!("error: rank {}: {e}", self.rank());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        self.0.abort(1)
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn open_ranks(a: &TrainArgs) -> zo::Result<Option<Ranks>> {
+    if a.distributed == "none" {
+        return Ok(None);
+    }
+    if !(a.dist_timeout > 0.0 && a.dist_timeout.is_finite()) {
+        return Err(zo::Error::Config(format!(
+            "--dist-timeout {}: expected a positive number of seconds",
+            a.dist_timeout
+        )));
+    }
+    share_cores();
+    let timeout = std::time::Duration::from_secs_f64(a.dist_timeout);
+    Ok(Some(Ranks(std::rc::Rc::new(zo::dist::mpi::MpiComm::init(
+        timeout,
+    )?))))
+}
+
+/// Ranks on one machine split its cores instead of each starting a thread per core (unless
+/// RAYON_NUM_THREADS says otherwise).
+#[cfg(feature = "mpi")]
+fn share_cores() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let local: usize = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / local.max(1)).max(1);
+    // Fails only if the pool was already built, in which case it stays as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+}
+
+/// Without MPI there are no ranks to hold.
+#[cfg(not(feature = "mpi"))]
+enum Ranks {}
+
+#[cfg(not(feature = "mpi"))]
+impl Ranks {
+    fn rank(&self) -> usize {
+        match *self {}
+    }
+    fn size(&self) -> usize {
+        match *self {}
+    }
+    fn comm(&self) -> std::rc::Rc<dyn zo::dist::Comm> {
+        match *self {}
+    }
+    fn fail(&self, _: &zo::Error) -> ! {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn open_ranks(a: &TrainArgs) -> zo::Result<Option<Ranks>> {
+    if a.distributed == "none" {
+        return Ok(None);
+    }
+    Err(zo::Error::Unsupported(
+        "--distributed mpi: this build of zo has no MPI support; rebuild with --features mpi \
+         (needs an MPI library such as Debian's libopenmpi-dev and openmpi-bin, and libclang)"
+            .into(),
+    ))
 }
 
 fn print_effective(cfg: &zo::engine::TrainConfig, run: &zo::train::DiskRun) {
@@ -346,6 +463,7 @@ fn default_run() -> zo::Result<()> {
         stop_after: None,
         device,
         test_before: true,
+        comm: None,
     };
     print_effective(&cfg, &run);
     let s = zo::train::run_on_disk(&cfg, &run)?;

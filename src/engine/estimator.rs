@@ -15,8 +15,9 @@
 use super::config::{Optimizer, TrainConfig};
 use super::replay::{in_place_scales, ZoBackend};
 use super::seeds::direction_seed;
+use crate::dist::{shard, shard_counts, Comm, Local};
 use crate::perturb::StepRecord;
-use crate::plan::{Plan, Sharing, TokenizedExample, Variant};
+use crate::plan::{cross_pairs, Pair, Plan, Sharing, TokenizedExample, Variant};
 use crate::{Error, Result};
 
 /// One step's estimate: the record to apply (when not skipped) and the losses behind it.
@@ -133,9 +134,7 @@ pub fn plan_step_with(
                 .into(),
         ));
     }
-    let seeds: Vec<u64> = (0..cfg.q)
-        .map(|d| direction_seed(cfg.seed, step, d))
-        .collect();
+    let seeds = step_seeds(cfg, step);
     let vars = variants(&seeds, cfg.eps, cfg.one_sided);
     Ok(StepPlan {
         step,
@@ -149,14 +148,6 @@ pub fn plan_step_with(
 
 /// The estimate of a packed step from its per-example losses (`plan.examples` order).
 pub fn finish(cfg: &TrainConfig, sp: &StepPlan, losses: &[f32]) -> Result<StepEstimate> {
-    let means = variant_means(losses, sp.batch, sp.plan.variants.len())?;
-    let (plus, minus, loss0) = if cfg.one_sided {
-        (means[..cfg.q].to_vec(), Vec::new(), Some(means[cfg.q]))
-    } else {
-        let plus = means.iter().step_by(2).copied().collect();
-        let minus = means.iter().skip(1).step_by(2).copied().collect();
-        (plus, minus, None)
-    };
     let record = StepRecord {
         step: sp.step,
         seeds: sp.seeds.clone(),
@@ -164,19 +155,164 @@ pub fn finish(cfg: &TrainConfig, sp: &StepPlan, losses: &[f32]) -> Result<StepEs
         lr: sp.lr,
         period_seed: sp.period_seed,
     };
-    Ok(from_means(
-        cfg,
-        record,
-        plus,
-        minus,
-        loss0,
-        sp.plan.n_tokens(),
-    ))
+    let n_variants = sp.plan.variants.len();
+    finish_losses(cfg, record, n_variants, sp.batch, losses, sp.plan.n_tokens())
 }
 
-/// Scores step `step` on `batch` and computes its projected gradients. Does not touch the
-/// trained state (in-place perturbations are undone by their own schedule), does not call
-/// `begin_step` and does not update.
+/// The estimate from a whole step's per-example losses, variant-major over `n_variants`
+/// variants of `batch` examples each (the order of [`cross_pairs`]).
+fn finish_losses(
+    cfg: &TrainConfig,
+    record: StepRecord,
+    n_variants: usize,
+    batch: usize,
+    losses: &[f32],
+    tokens: usize,
+) -> Result<StepEstimate> {
+    let means = variant_means(losses, batch, n_variants)?;
+    let (plus, minus, loss0) = if cfg.one_sided {
+        (means[..cfg.q].to_vec(), Vec::new(), Some(means[cfg.q]))
+    } else {
+        let plus = means.iter().step_by(2).copied().collect();
+        let minus = means.iter().skip(1).step_by(2).copied().collect();
+        (plus, minus, None)
+    };
+    Ok(from_means(cfg, record, plus, minus, loss0, tokens))
+}
+
+/// The direction seeds of step `step`, one per direction.
+pub fn step_seeds(cfg: &TrainConfig, step: u64) -> Vec<u64> {
+    (0..cfg.q)
+        .map(|d| direction_seed(cfg.seed, step, d))
+        .collect()
+}
+
+/// What one rank computes of a step: the per-example losses of `pairs` (in their order) and
+/// the tokens it ran, for the step's `variants` of `batch`.
+pub type ScorePart<'a, B> =
+    dyn FnMut(&mut B, &[Variant], &[Pair]) -> Result<(Vec<f32>, usize)> + 'a;
+
+/// Scores step `step` on `batch` and computes its projected gradients, with the step's
+/// (variant, example) pairs split among `comm`'s ranks: this rank runs `part` on its
+/// contiguous share (see [`crate::dist::shard`]), the ranks gather every loss, and each
+/// forms the estimate from all of them in the one-rank order. One rank runs every pair.
+/// Does not touch the trained state, does not call `begin_step` and does not update.
+#[allow(clippy::too_many_arguments)]
+pub fn estimate_on<B: ?Sized>(
+    backend: &mut B,
+    cfg: &TrainConfig,
+    step: u64,
+    period_seed: Option<u64>,
+    lr: f32,
+    batch: &[TokenizedExample],
+    comm: &dyn Comm,
+    part: &mut ScorePart<'_, B>,
+) -> Result<StepEstimate> {
+    let seeds = step_seeds(cfg, step);
+    // MeZO's in-place schedule is two-sided only (the config refuses one-sided).
+    let vars = variants(&seeds, cfg.eps, cfg.one_sided && !cfg.in_place());
+    let pairs = cross_pairs(vars.len(), batch.len());
+    let (rank, size) = (comm.rank(), comm.size());
+    if size > 1 && size > batch.len() {
+        return Err(Error::Distributed(format!(
+            "{size} ranks but a batch of {} examples: each rank needs at least one example of              every step; run at most {} ranks or raise --batch",
+            batch.len(),
+            batch.len()
+        )));
+    }
+    let mine = &pairs[shard(pairs.len(), rank, size)];
+    let (local, tokens) = part(backend, &vars, mine)?;
+    if local.len() != mine.len() {
+        return Err(Error::Data(format!(
+            "estimator: {} losses for {} (variant, example) pairs",
+            local.len(),
+            mine.len()
+        )));
+    }
+    let (losses, tokens) = if size == 1 {
+        (local, tokens)
+    } else {
+        gather_losses(comm, local, tokens, &shard_counts(pairs.len(), size), step)?
+    };
+    let record = StepRecord {
+        step,
+        seeds,
+        grads: Vec::new(),
+        lr,
+        period_seed,
+    };
+    finish_losses(cfg, record, vars.len(), batch.len(), &losses, tokens)
+}
+
+/// Every rank's losses in rank order, and the tokens of all ranks. Each rank appends its token
+/// count as one more value (its bits: exact whatever the count).
+fn gather_losses(
+    comm: &dyn Comm,
+    mut local: Vec<f32>,
+    tokens: usize,
+    counts: &[usize],
+    step: u64,
+) -> Result<(Vec<f32>, usize)> {
+    local.push(f32::from_bits(tokens.min(u32::MAX as usize) as u32));
+    let with_tokens: Vec<usize> = counts.iter().map(|c| c + 1).collect();
+    let all = comm.all_gather(&local, &with_tokens, &format!("losses of step {step}"))?;
+    let (mut losses, mut total) = (Vec::with_capacity(all.len()), 0usize);
+    let mut at = 0;
+    for &c in counts {
+        losses.extend_from_slice(&all[at..at + c]);
+        total += all[at + c].to_bits() as usize;
+        at += c + 1;
+    }
+    Ok((losses, total))
+}
+
+/// [`ScorePart`] for scored objectives: one packed plan of the pairs, or MeZO's in-place
+/// schedule, which perturbs the weights for every direction (so every rank's weights follow
+/// the same sequence of changes) and scores this rank's examples of each variant.
+pub fn score_part<B: ZoBackend + ?Sized>(
+    backend: &mut B,
+    cfg: &TrainConfig,
+    batch: &[TokenizedExample],
+    vars: &[Variant],
+    pairs: &[Pair],
+) -> Result<(Vec<f32>, usize)> {
+    if !cfg.in_place() {
+        let plan = Plan::build_pairs(batch, vars, pairs, Sharing::SharedPrompt)?;
+        let scores = backend.score(&plan)?;
+        let l: Vec<f32> = scores.examples.iter().map(|e| e.loss).collect();
+        return Ok((l, plan.n_tokens()));
+    }
+    // θ+εZ, score, θ−εZ, score, back to θ, one direction at a time.
+    let [up, down, back] = in_place_scales(cfg.eps);
+    let (mut losses, mut tokens) = (Vec::with_capacity(pairs.len()), 0);
+    let mut score_variant = |backend: &mut B, v: usize| -> Result<()> {
+        let mine: Vec<TokenizedExample> = pairs
+            .iter()
+            .filter(|p| p.variant == v)
+            .map(|p| batch[p.example].clone())
+            .collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let plan = Plan::build(&mine, &[Variant::BASE])?;
+        let s = backend.score(&plan)?;
+        losses.extend(s.examples.iter().map(|e| e.loss));
+        tokens += plan.n_tokens();
+        Ok(())
+    };
+    for (d, v) in vars.iter().step_by(2).enumerate() {
+        backend.perturb_in_place(v.seed, up, cfg.dist)?;
+        score_variant(backend, 2 * d)?;
+        backend.perturb_in_place(v.seed, down, cfg.dist)?;
+        score_variant(backend, 2 * d + 1)?;
+        backend.perturb_in_place(v.seed, back, cfg.dist)?;
+    }
+    Ok((losses, tokens))
+}
+
+/// Scores step `step` on `batch` and computes its projected gradients, on one rank. Does not
+/// touch the trained state (in-place perturbations are undone by their own schedule), does
+/// not call `begin_step` and does not update.
 pub fn estimate<B: ZoBackend + ?Sized>(
     backend: &mut B,
     cfg: &TrainConfig,
@@ -185,40 +321,16 @@ pub fn estimate<B: ZoBackend + ?Sized>(
     lr: f32,
     batch: &[TokenizedExample],
 ) -> Result<StepEstimate> {
-    if !cfg.in_place() {
-        let sp = plan_step(cfg, step, period_seed, lr, batch)?;
-        let scores = backend.score(&sp.plan)?;
-        let l: Vec<f32> = scores.examples.iter().map(|e| e.loss).collect();
-        return finish(cfg, &sp, &l);
-    }
-    // MeZO's own schedule: θ+εZ, score, θ−εZ, score, back to θ, one direction at a time.
-    let seeds: Vec<u64> = (0..cfg.q)
-        .map(|d| direction_seed(cfg.seed, step, d))
-        .collect();
-    let n = batch.len();
-    let (mut plus, mut minus, mut tokens) = (Vec::new(), Vec::new(), 0);
-    let plan = Plan::build(batch, &[Variant::BASE])?;
-    let [up, down, back] = in_place_scales(cfg.eps);
-    for &seed in &seeds {
-        backend.perturb_in_place(seed, up, cfg.dist)?;
-        let sp = backend.score(&plan)?;
-        backend.perturb_in_place(seed, down, cfg.dist)?;
-        let sm = backend.score(&plan)?;
-        backend.perturb_in_place(seed, back, cfg.dist)?;
-        let l: Vec<f32> = sp.examples.iter().map(|e| e.loss).collect();
-        plus.push(variant_means(&l, n, 1)?[0]);
-        let l: Vec<f32> = sm.examples.iter().map(|e| e.loss).collect();
-        minus.push(variant_means(&l, n, 1)?[0]);
-        tokens += 2 * plan.n_tokens();
-    }
-    let record = StepRecord {
+    estimate_on(
+        backend,
+        cfg,
         step,
-        seeds,
-        grads: Vec::new(),
-        lr,
         period_seed,
-    };
-    Ok(from_means(cfg, record, plus, minus, None, tokens))
+        lr,
+        batch,
+        &Local,
+        &mut |b, vars, pairs| score_part(b, cfg, batch, vars, pairs),
+    )
 }
 
 /// g from the per-variant mean losses, the optimizer's coefficients into `record.grads`, and

@@ -217,23 +217,18 @@ impl Judge {
     }
 }
 
-/// Per-example losses (1 − metric) of a step's plan groups: every example of `batch` under
-/// every variant, variant-major, all decoded in one batch.
+/// Per-example losses (1 − metric) of a step's (variant, example) `pairs`, in their order, all
+/// decoded in one batch.
 pub fn generated_losses(
     backend: &dyn Backend,
     objective: Objective,
     generator: &Generator,
     batch: &[TokenizedExample],
     variants: &[crate::plan::Variant],
+    pairs: &[crate::plan::Pair],
 ) -> Result<(Vec<f32>, GenerateStats)> {
-    let mut refs = Vec::with_capacity(batch.len() * variants.len());
-    let mut seq_variant = Vec::with_capacity(refs.capacity());
-    for v in 0..variants.len() {
-        for ex in batch {
-            refs.push(ex);
-            seq_variant.push(v as u32);
-        }
-    }
+    let refs: Vec<&TokenizedExample> = pairs.iter().map(|p| &batch[p.example]).collect();
+    let seq_variant: Vec<u32> = pairs.iter().map(|p| p.variant as u32).collect();
     let (done, stats) = generator.complete(backend, &refs, &seq_variant, variants)?;
     let losses = done
         .iter()

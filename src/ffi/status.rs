@@ -73,6 +73,8 @@ impl From<Error> for FfiError {
             Error::Unsupported(_) => ZO_ERR_UNSUPPORTED,
             Error::Diverged(_) => ZO_ERR_DIVERGED,
             Error::Cuda(_) => ZO_ERR_CUDA,
+            // The C ABI runs one rank; a disagreement of ranks is a configuration error.
+            Error::Distributed(_) => ZO_ERR_CONFIG,
         };
         FfiError::new(code, e.to_string())
     }

@@ -53,6 +53,7 @@ use super::{
 };
 use crate::model::{Linear, Model, Param, Site};
 use crate::{Error, Result};
+pub(crate) use crate::matmul::Mat;
 
 /// LoZO / LoZO-M on every block Linear.
 #[derive(Clone)]
@@ -580,68 +581,14 @@ pub(crate) fn check_record(
     Ok(())
 }
 
-/// A strided f32 matrix: element (row, col) at `data[row·rs + col·cs]`.
-pub(crate) struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        let last = (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
-        assert!(
-            rows == 0 || cols == 0 || last < data.len(),
-            "{rows}×{cols} view (strides {rs}, {cs}) overruns {} elements",
-            data.len()
-        );
-        Mat {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
-    }
-}
-
 /// `dst += beta · lhs · rhs` with `dst` `[m][rhs.cols]` and `lhs` `[m][rhs.rows]`, both
-/// row-major (forward-pass precision, not part of the bit-exact contract).
+/// row-major (forward-pass precision, not part of the bit-exact contract; each row's result is
+/// independent of the other rows, see [`crate::matmul::gemm_rows`]).
 pub(crate) fn gemm_acc(dst: &mut [f32], lhs: &[f32], rhs: Mat, beta: f32) {
-    let (k, n) = (rhs.rows, rhs.cols);
-    if k == 0 || n == 0 || lhs.is_empty() {
+    if rhs.rows == 0 || lhs.is_empty() {
         return;
     }
-    let m = lhs.len() / k;
-    assert_eq!(lhs.len(), m * k, "lhs is not [{m}][{k}]");
-    assert_eq!(dst.len(), m * n, "dst is not [{m}][{n}]");
-    // SAFETY: the asserts above and in `Mat::new` bound every access: dst is m×n with row
-    // stride n, lhs m×k with row stride k, rhs k×n within its slice.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
+    crate::matmul::gemm_rows(dst, true, lhs, rhs, beta);
 }
 
 /// Row ranges whose shrink is needed: all rows when a trained term applies to every row,

@@ -29,7 +29,7 @@ mod weights;
 
 pub use backend::{CudaBackend, CudaOptions, StateTensors};
 pub use buffer::{live_device_bytes, peak_device_bytes, reset_peak_device_bytes, DBuf, View};
-pub use device::{kernels_built, CudaDevice, Target};
+pub use device::{gpu_count, kernels_built, CudaDevice, Target};
 pub use gemm::{linear, GemmShape};
 /// A perturbed segment as the kernels read it (csrc/zo_params.h); build it with
 /// `ZoSegment::from(&Segment)`.

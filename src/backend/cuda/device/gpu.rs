@@ -41,6 +41,15 @@ pub(super) struct Gpu {
     gemm: OnceLock<Gemm>,
 }
 
+/// How many GPUs the CUDA driver reports (0 without a driver).
+pub fn gpu_count() -> usize {
+    // SAFETY: only tries to open the library, calls nothing in it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return 0;
+    }
+    CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+}
+
 impl Gpu {
     pub(super) fn new(ordinal: usize) -> Result<Self> {
         if !kernels_built() {

@@ -21,7 +21,7 @@ mod stream;
 use std::ffi::c_void;
 
 pub(crate) use gpu::cuda_err;
-pub use gpu::kernels_built;
+pub use gpu::{gpu_count, kernels_built};
 
 use super::buffer::Tracked;
 use super::gemm::GemmShape;
