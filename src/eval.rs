@@ -244,7 +244,12 @@ pub fn evaluate_task_on(
     let mine = &examples[crate::dist::shard(examples.len(), comm.rank(), size)];
     let scored = evaluate(backend, mine, batch, &mut |_| {})?;
     let generated = if judge.kind == TaskKind::Generation {
-        Some(evaluate_generation(backend, mine, batch, judge.generator()?)?)
+        Some(evaluate_generation(
+            backend,
+            mine,
+            batch,
+            judge.generator()?,
+        )?)
     } else {
         None
     };

@@ -202,7 +202,9 @@ mod tests {
             for (lo, hi) in [(0, 1), (3, 4), (m - 1, m), (0, 2), (5, 37), (1, m)] {
                 let part = matmul_wt(&x[lo * k..hi * k], &w, Some(&b), hi - lo, k, n);
                 assert!(
-                    part.iter().zip(&full[lo * n..hi * n]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    part.iter()
+                        .zip(&full[lo * n..hi * n])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "m {m} k {k} n {n}: rows {lo}..{hi} alone differ from the batch"
                 );
             }

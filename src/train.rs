@@ -16,10 +16,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::backend::DType;
+use crate::dist::{Comm, Local};
 use crate::engine::checkpoint::{Checkpoint, DevPoint, SkippedStep};
 use crate::engine::config::TrainConfig;
 use crate::engine::divergence::DivergenceGuard;
-use crate::dist::{Comm, Local};
 use crate::engine::estimator::{estimate_on, score_part, StepEstimate};
 use crate::engine::objective::{generated_losses, Judge};
 use crate::engine::replay::{replay, ZoBackend};
@@ -201,15 +201,31 @@ pub fn estimate_step<B: ZoBackend>(
         // Every pair greedily decoded in one batch, each loss 1 − metric; g as for scored
         // losses.
         let generator = judge.generator()?;
-        estimate_on(backend, cfg, step, period_seed, lr, batch, comm, &mut |b, vars, pairs| {
-            let (losses, stats) =
-                generated_losses(&*b, judge.objective, generator, batch, vars, pairs)?;
-            Ok((losses, stats.prompt_tokens + stats.new_tokens))
-        })
+        estimate_on(
+            backend,
+            cfg,
+            step,
+            period_seed,
+            lr,
+            batch,
+            comm,
+            &mut |b, vars, pairs| {
+                let (losses, stats) =
+                    generated_losses(&*b, judge.objective, generator, batch, vars, pairs)?;
+                Ok((losses, stats.prompt_tokens + stats.new_tokens))
+            },
+        )
     } else {
-        estimate_on(backend, cfg, step, period_seed, lr, batch, comm, &mut |b, vars, pairs| {
-            score_part(b, cfg, batch, vars, pairs)
-        })
+        estimate_on(
+            backend,
+            cfg,
+            step,
+            period_seed,
+            lr,
+            batch,
+            comm,
+            &mut |b, vars, pairs| score_part(b, cfg, batch, vars, pairs),
+        )
     }
 }
 
@@ -703,7 +719,11 @@ fn check_same_job(
         Some(ck) => {
             let bytes = serde_json::to_vec(ck).map_err(|e| Error::Config(e.to_string()))?;
             let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
-            digest.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes()
         }
     };
     let config = serde_json::to_vec(cfg).map_err(|e| Error::Config(e.to_string()))?;
@@ -741,7 +761,8 @@ fn json_differences(a: &[u8], b: &[u8]) -> String {
     keys.into_iter()
         .filter(|k| oa.get(*k) != ob.get(*k))
         .map(|k| {
-            let show = |v: Option<&serde_json::Value>| v.map_or("missing".into(), |v| v.to_string());
+            let show =
+                |v: Option<&serde_json::Value>| v.map_or("missing".into(), |v| v.to_string());
             format!("{k}: {} vs {}", show(oa.get(k)), show(ob.get(k)))
         })
         .collect::<Vec<_>>()
@@ -780,7 +801,14 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
     crate::perturb::build(&cfg.family, cfg.dist, &base, cfg.seed)?;
     let device = resolve_device(run.device, cfg, run.progress)?;
     if let Some(comm) = &run.comm {
-        check_same_job(comm.as_ref(), cfg, &base_hash, &data_hash, resume.as_ref(), device)?;
+        check_same_job(
+            comm.as_ref(),
+            cfg,
+            &base_hash,
+            &data_hash,
+            resume.as_ref(),
+            device,
+        )?;
         if cfg.batch < comm.size() {
             return Err(Error::Distributed(format!(
                 "{} ranks but --batch {}: each rank needs at least one example of every step; \

@@ -139,7 +139,11 @@ fn n_ranks_write_the_one_rank_checkpoint_bit_for_bit() {
             &["--preset", "mezo-lora", "--q", "2", "--one-sided"],
             &[3],
         ),
-        ("inplace", &["--preset", "mezo", "--in-place", "--q", "2"], &[2]),
+        (
+            "inplace",
+            &["--preset", "mezo", "--in-place", "--q", "2"],
+            &[2],
+        ),
     ];
     for (name, extra, counts) in cases {
         let single = dir.path().join(format!("{name}-1"));
@@ -160,7 +164,10 @@ fn n_ranks_write_the_one_rank_checkpoint_bit_for_bit() {
             );
             // Rank 0 alone reports: one summary line.
             let stdout = String::from_utf8_lossy(&o.stdout);
-            let summaries = stdout.lines().filter(|l| l.starts_with("{\"metric\"")).count();
+            let summaries = stdout
+                .lines()
+                .filter(|l| l.starts_with("{\"metric\""))
+                .count();
             assert_eq!(summaries, 1, "{name} on {n} ranks:\n{stdout}");
         }
     }
@@ -230,7 +237,14 @@ fn start_long_run(assets: &Path, out: &Path, timeout: &str) -> (Child, u32) {
     let args = base_args(
         assets,
         out,
-        &["--steps", "400", "--eval-every", "0", "--checkpoint-every", "1"],
+        &[
+            "--steps",
+            "400",
+            "--eval-every",
+            "0",
+            "--checkpoint-every",
+            "1",
+        ],
     );
     let mut c = mpirun();
     let child = c
@@ -357,7 +371,10 @@ fn ranks_given_different_jobs_or_too_small_a_batch_refuse_to_start() {
         text.contains("rank 1's config differs from rank 0's") && text.contains("lr:"),
         "the message names the rank and the field:\n{text}"
     );
-    assert!(!out.join("checkpoint.json").exists(), "no rank wrote a checkpoint");
+    assert!(
+        !out.join("checkpoint.json").exists(),
+        "no rank wrote a checkpoint"
+    );
 
     let out = dir.path().join("small");
     let o = ranks(3, &base_args(&assets, &out, &["--batch", "2"]))

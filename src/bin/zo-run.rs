@@ -384,10 +384,14 @@ fn share_cores() {
     if std::env::var_os("RAYON_NUM_THREADS").is_some() {
         return;
     }
-    let local: usize = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
-        .unwrap_or(1);
+    let local: usize = [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "SLURM_NTASKS_PER_NODE",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / local.max(1)).max(1);
     // Fails only if the pool was already built, in which case it stays as it is.

@@ -69,10 +69,14 @@ pub(crate) fn check_counts(
 /// This process's rank among the ranks on its machine, as the MPI launcher tells it (Open MPI,
 /// MPICH, Slurm), or `rank` when none does: which GPU a rank takes.
 pub fn local_rank(rank: usize) -> usize {
-    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
-        .unwrap_or(rank)
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(rank)
 }
 
 /// Rank `rank`'s contiguous part of `0..total` items split among `size` ranks: the parts
@@ -86,13 +90,16 @@ pub fn shard_counts(total: usize, size: usize) -> Vec<usize> {
     (0..size).map(|r| shard(total, r, size).len()).collect()
 }
 
+/// Accounts for a difference of item `name` between rank 0's value and another rank's.
+pub type Describe = dyn Fn(&str, &[u8], &[u8]) -> String;
+
 /// Checks that every rank runs the same job: each `(item, value)` must be identical on all
 /// ranks. The error names every rank whose item differs from rank 0's, with `describe`'s
 /// account of the difference (given rank 0's value and that rank's).
 pub fn check_agreement(
     comm: &dyn Comm,
     items: &[(&str, Vec<u8>)],
-    describe: &dyn Fn(&str, &[u8], &[u8]) -> String,
+    describe: &Describe,
 ) -> Result<()> {
     let mut problems = Vec::new();
     for (name, value) in items {
@@ -140,9 +147,14 @@ mod tests {
 
     #[test]
     fn local_gathers_its_own_values_and_checks_counts() {
-        assert_eq!(Local.all_gather(&[1.0, 2.0], &[2], "x").unwrap(), vec![1.0, 2.0]);
+        assert_eq!(
+            Local.all_gather(&[1.0, 2.0], &[2], "x").unwrap(),
+            vec![1.0, 2.0]
+        );
         assert!(Local.all_gather(&[1.0], &[2], "x").is_err());
-        let ok = check_agreement(&Local, &[("config", b"a".to_vec())], &|_, _, _| String::new());
+        let ok = check_agreement(&Local, &[("config", b"a".to_vec())], &|_, _, _| {
+            String::new()
+        });
         assert!(ok.is_ok());
     }
 }

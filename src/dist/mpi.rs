@@ -135,7 +135,8 @@ impl Comm for MpiComm {
     fn all_gather_bytes(&self, local: &[u8]) -> Result<Vec<Vec<u8>>> {
         let n = self.size();
         let mut lens = vec![0u64; n];
-        self.world.all_gather_into(&(local.len() as u64), &mut lens[..]);
+        self.world
+            .all_gather_into(&(local.len() as u64), &mut lens[..]);
         let counts: Vec<i32> = lens
             .iter()
             .map(|&l| {

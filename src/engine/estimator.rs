@@ -156,7 +156,14 @@ pub fn finish(cfg: &TrainConfig, sp: &StepPlan, losses: &[f32]) -> Result<StepEs
         period_seed: sp.period_seed,
     };
     let n_variants = sp.plan.variants.len();
-    finish_losses(cfg, record, n_variants, sp.batch, losses, sp.plan.n_tokens())
+    finish_losses(
+        cfg,
+        record,
+        n_variants,
+        sp.batch,
+        losses,
+        sp.plan.n_tokens(),
+    )
 }
 
 /// The estimate from a whole step's per-example losses, variant-major over `n_variants`

@@ -51,9 +51,9 @@ use rayon::prelude::*;
 use super::{
     role, Dist, Family, FamilyConfig, LowRankScale, Perturbation, Segment, StepRecord, UpdateConfig,
 };
+pub(crate) use crate::matmul::Mat;
 use crate::model::{Linear, Model, Param, Site};
 use crate::{Error, Result};
-pub(crate) use crate::matmul::Mat;
 
 /// LoZO / LoZO-M on every block Linear.
 #[derive(Clone)]
