@@ -1,6 +1,7 @@
 //! Shared-prompt scoring, the LM loss and decoding on the CPU reference backend: each checked
 //! against an independent computation (per-candidate sequences, the f64 naive forward, the
-//! step-by-step argmax of full forwards, materialised perturbed weights).
+//! step-by-step argmax of full forwards, materialised perturbed weights), and a step's shares
+//! for data-parallel ranks against the whole step.
 
 mod common;
 
@@ -11,7 +12,7 @@ use zo::backend::Backend;
 use zo::engine::config::TrainConfig;
 use zo::model::{Model, ModelConfig};
 use zo::perturb::{Dist, FamilyConfig};
-use zo::plan::{Plan, Sharing, TokenizedExample, Variant};
+use zo::plan::{cross_pairs, Plan, Sharing, TokenizedExample, Variant};
 
 fn tiny(arch: &str) -> Model {
     let cfg = match arch {
@@ -120,6 +121,77 @@ fn shared_prompt_scoring_equals_per_candidate_scoring() {
             }
         }
     }
+}
+
+/// Scores the whole step and each rank's share of its (variant, example) pairs, for 2 to 5
+/// ranks: every share's losses and predictions are the whole step's, bit for bit, which is
+/// what makes N ranks reproduce one.
+fn check_shares(b: &CpuBackend, exs: &[TokenizedExample], vars: &[Variant], what: &str) {
+    let whole = b.score(&Plan::build(exs, vars).unwrap()).unwrap();
+    let pairs = cross_pairs(vars.len(), exs.len());
+    for size in 2..=5.min(pairs.len()) {
+        let mut got = Vec::new();
+        for rank in 0..size {
+            let mine = &pairs[zo::dist::shard(pairs.len(), rank, size)];
+            let plan = Plan::build_pairs(exs, vars, mine, Sharing::SharedPrompt).unwrap();
+            got.extend(b.score(&plan).unwrap().examples);
+        }
+        assert_eq!(got.len(), whole.examples.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(&whole.examples).enumerate() {
+            assert_eq!(g.pred, w.pred, "{what}, {size} ranks, pair {i}");
+            assert_eq!(
+                g.loss.to_bits(),
+                w.loss.to_bits(),
+                "{what}, {size} ranks, pair {i}: {} vs {}",
+                g.loss,
+                w.loss
+            );
+        }
+    }
+}
+
+#[test]
+fn a_steps_shares_score_as_the_whole_step() {
+    for arch in ["llama", "opt"] {
+        let model = tiny(arch);
+        let vocab = model.config.vocab_size as u32;
+        // Multi-token choices (shared prompts) and single-token label words.
+        let mut exs = choice_examples(vocab);
+        exs.push(TokenizedExample {
+            prompt: (3..15).collect(),
+            candidates: vec![vec![5], vec![9]],
+            gold: 1,
+            answers: Vec::new(),
+        });
+        for (name, fam) in families() {
+            check_shares(
+                &backend(&model, &fam),
+                &exs,
+                &pm_variants(&fam),
+                &format!("{arch}/{name}"),
+            );
+        }
+    }
+}
+
+/// The same on the default model, whose widths (576, 1536) are where the GEMM's blocking
+/// would otherwise depend on the row count.
+#[test]
+fn a_steps_shares_score_as_the_whole_step_on_the_default_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/smollm2-135m");
+    if !dir.join("config.json").is_file() {
+        eprintln!("skipping: assets/smollm2-135m is missing (run tools/fetch-assets)");
+        return;
+    }
+    let (model, _) = zo::train::load_base(&dir).unwrap();
+    let exs = choice_examples(model.config.vocab_size as u32);
+    let fam = Some(TrainConfig::preset("lozo").unwrap().family);
+    check_shares(
+        &backend(&model, &fam),
+        &exs,
+        &pm_variants(&fam),
+        "smollm2/lowrank",
+    );
 }
 
 #[test]
