@@ -20,13 +20,13 @@ use crate::dist::{Comm, Local};
 use crate::engine::checkpoint::{Checkpoint, DevPoint, SkippedStep};
 use crate::engine::config::TrainConfig;
 use crate::engine::divergence::DivergenceGuard;
-use crate::engine::estimator::{estimate_on, score_part, StepEstimate};
+use crate::engine::estimator::{estimate_on, score_part, ScorePart, StepEstimate};
 use crate::engine::objective::{generated_losses, Judge};
 use crate::engine::replay::{replay, ZoBackend};
 use crate::engine::schedule::lr_at;
 use crate::engine::seeds::{batch_indices, period_seed};
 use crate::eval::{evaluate, evaluate_task_on};
-use crate::plan::TokenizedExample;
+use crate::plan::{Pair, TokenizedExample, Variant};
 use crate::{Error, Result};
 
 /// Tokenized splits of a run.
@@ -197,36 +197,21 @@ pub fn estimate_step<B: ZoBackend>(
     batch: &[TokenizedExample],
     comm: &dyn Comm,
 ) -> Result<StepEstimate> {
-    if judge.objective.generates() {
+    let mut part: Box<ScorePart<'_, B>> = if judge.objective.generates() {
         // Every pair greedily decoded in one batch, each loss 1 − metric; g as for scored
         // losses.
         let generator = judge.generator()?;
-        estimate_on(
-            backend,
-            cfg,
-            step,
-            period_seed,
-            lr,
-            batch,
-            comm,
-            &mut |b, vars, pairs| {
-                let (losses, stats) =
-                    generated_losses(&*b, judge.objective, generator, batch, vars, pairs)?;
-                Ok((losses, stats.prompt_tokens + stats.new_tokens))
-            },
-        )
+        Box::new(move |b: &mut B, vars: &[Variant], pairs: &[Pair]| {
+            let (losses, stats) =
+                generated_losses(&*b, judge.objective, generator, batch, vars, pairs)?;
+            Ok((losses, stats.prompt_tokens + stats.new_tokens))
+        })
     } else {
-        estimate_on(
-            backend,
-            cfg,
-            step,
-            period_seed,
-            lr,
-            batch,
-            comm,
-            &mut |b, vars, pairs| score_part(b, cfg, batch, vars, pairs),
-        )
-    }
+        Box::new(|b: &mut B, vars: &[Variant], pairs: &[Pair]| {
+            score_part(b, cfg, batch, vars, pairs)
+        })
+    };
+    estimate_on(backend, cfg, step, period_seed, lr, batch, comm, &mut *part)
 }
 
 /// Dev accuracy and loss of the backend's current state.
