@@ -473,6 +473,36 @@ pub struct DiskRun {
     pub test_before: bool,
     /// See [`RunOptions::comm`].
     pub comm: Option<std::rc::Rc<dyn Comm>>,
+    /// CUDA devices: bytes of GPU memory the weights may take; the layers past it stream from
+    /// host memory (None: the whole model resident).
+    pub gpu_memory_budget: Option<usize>,
+}
+
+/// Parses a byte count: a plain number, or one with a binary suffix (`8GiB`, `8G`, `512MiB`,
+/// `64K`; case does not matter).
+pub fn parse_bytes(s: &str) -> Result<usize> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 10),
+        Some((i, 'm')) => (&t[..i], 20),
+        Some((i, 'g')) => (&t[..i], 30),
+        Some((i, 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    let bad = || {
+        Error::Config(format!(
+            "{s:?}: expected bytes, e.g. 8589934592, 8GiB or 512MiB"
+        ))
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(bad());
+    }
+    Ok((v * (1u64 << shift) as f64) as usize)
 }
 
 /// Where `zo-run` runs the model.
@@ -646,18 +676,25 @@ pub fn open_backend(
     cfg: &TrainConfig,
     device: Device,
 ) -> Result<Box<dyn ZoBackend + Send>> {
-    open_backend_on(base, cfg, device, 0)
+    open_backend_on(base, cfg, device, 0, None)
 }
 
-/// [`open_backend`] on GPU `gpu` when the device is `Cuda`.
+/// [`open_backend`] on GPU `gpu` when the device is `Cuda`, its weights under
+/// `gpu_memory_budget` bytes (see [`DiskRun::gpu_memory_budget`]).
 pub fn open_backend_on(
     base: &crate::model::Model,
     cfg: &TrainConfig,
     device: Device,
     gpu: usize,
+    gpu_memory_budget: Option<usize>,
 ) -> Result<Box<dyn ZoBackend + Send>> {
     let _ = gpu;
     match device {
+        Device::Cpu if gpu_memory_budget.is_some() => Err(Error::Config(
+            "--gpu-memory-budget limits the CUDA backend's GPU memory; the CPU backend keeps \
+             the model in host memory: drop the flag or use --device cuda"
+                .into(),
+        )),
         Device::Cpu => Ok(Box::new(cpu_backend(base, cfg)?)),
         Device::Auto => Err(Error::Config(
             "open_backend needs a resolved device (see resolve_device)".into(),
@@ -673,9 +710,21 @@ pub fn open_backend_on(
                 },
                 dtype,
                 directions: cfg.q,
+                memory_budget: gpu_memory_budget,
             };
             // The run seed initialises LoRA A as on the CPU, so the seed log replays there.
             let b = CudaBackend::new_seeded(base, Some((&cfg.family, cfg.dist)), cfg.seed, &o)?;
+            let r = b.residency();
+            if r.streamed() > 0 {
+                eprintln!(
+                    "zo: --gpu-memory-budget: {} of {} layers on the GPU, {} stream from host \
+                     memory ({} per forward)",
+                    r.resident,
+                    r.layers,
+                    r.streamed(),
+                    crate::backend::cuda::gib(b.streamed_bytes())
+                );
+            }
             Ok(Box::new(b))
         }
         #[cfg(not(feature = "cuda"))]
@@ -844,7 +893,7 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         }
         _ => 0,
     };
-    let make = || open_backend_on(&base, cfg, device, gpu);
+    let make = || open_backend_on(&base, cfg, device, gpu, run.gpu_memory_budget);
     let o = train(&make, &data, cfg, &base_hash, log, &opts)?;
     let (log, test_accuracy_before, test_accuracy) =
         (&o.log, o.test_accuracy_before, o.test_accuracy);
@@ -872,4 +921,29 @@ pub fn run_on_disk(cfg: &TrainConfig, run: &DiskRun) -> Result<TrainSummary> {
         metrics: metrics.display().to_string(),
         curve: curve.is_file().then(|| curve.display().to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        for (s, want) in [
+            ("8589934592", 8usize << 30),
+            ("8GiB", 8 << 30),
+            ("8g", 8 << 30),
+            ("8GB", 8 << 30),
+            ("512MiB", 512 << 20),
+            ("1.5G", 3 << 29),
+            (" 64K ", 64 << 10),
+            ("1t", 1 << 40),
+        ] {
+            assert_eq!(parse_bytes(s).unwrap(), want, "{s}");
+        }
+        for s in ["", "G", "-1G", "0", "lots", "8 GiB of it"] {
+            let e = parse_bytes(s).unwrap_err().to_string();
+            assert!(e.contains("expected bytes"), "{s}: {e}");
+        }
+    }
 }

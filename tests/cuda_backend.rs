@@ -34,6 +34,7 @@ fn opts(target: Target, dtype: DType, directions: usize) -> CudaOptions {
         target,
         dtype,
         directions,
+        memory_budget: None,
     }
 }
 

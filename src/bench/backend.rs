@@ -38,6 +38,21 @@ pub struct BenchSpec {
     pub dtype: DType,
     /// Seed of the synthetic weights (init std 0.02, as HF's `initializer_range`).
     pub weight_seed: u64,
+    /// CUDA: device bytes the weights may take; the layers past it stream from host memory.
+    pub gpu_memory_budget: Option<usize>,
+}
+
+/// How a backend's layers stream from host memory, with the bus bandwidth measured for them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamFloor {
+    pub resident_layers: usize,
+    pub streamed_layers: usize,
+    /// Weight bytes on the device (fixed tensors, resident layers, the two stream buffers).
+    pub device_weight_bytes: usize,
+    /// Weight bytes that cross the bus per forward.
+    pub streamed_bytes: usize,
+    /// Host-to-device copy bandwidth from page-locked memory, bytes/s.
+    pub h2d_bandwidth: f64,
 }
 
 /// Wall time of one `score`, split where the backend can split it.
@@ -90,6 +105,12 @@ pub trait BenchBackend: ZoBackend {
     /// Copy bandwidth of the device memory in bytes/s, counting bytes read plus bytes
     /// written: the memory floor is derived from it.
     fn memory_bandwidth(&self) -> Result<f64>;
+
+    /// The backend's layer streaming with the measured host-to-device bandwidth (None: the
+    /// whole model is resident).
+    fn stream_floor(&self) -> Result<Option<StreamFloor>> {
+        Ok(None)
+    }
 }
 
 /// Opens a backend on `device` with synthetic weights for `spec`.

@@ -41,7 +41,7 @@ pub fn open(spec: &BenchSpec) -> Result<Box<dyn BenchBackend>> {
 mod imp {
     use std::time::Instant;
 
-    use super::super::backend::{BenchBackend, BenchSpec, GemmShape, ScoreTiming};
+    use super::super::backend::{BenchBackend, BenchSpec, GemmShape, ScoreTiming, StreamFloor};
     use crate::backend::cuda::kernels::init::{init, Init};
     use crate::backend::cuda::{self, CudaBackend, CudaOptions, DBuf, Target};
     use crate::backend::{Backend, DType, Scores, ZoBackend};
@@ -70,13 +70,17 @@ mod imp {
                 target: Target::Gpu(0),
                 dtype: spec.dtype,
                 directions: t.q,
+                memory_budget: spec.gpu_memory_budget,
             };
             let (free, total) = cuda::CudaDevice::new(0)?.memory()?;
-            let need = spec.config.n_params() as f64 * spec.dtype.size() as f64;
+            let whole = spec.config.n_params() as f64 * spec.dtype.size() as f64;
+            let need = spec
+                .gpu_memory_budget
+                .map_or(whole, |b| whole.min(b as f64));
             if need > free as f64 {
                 return Err(Error::Unsupported(format!(
                     "this architecture's {} weights take {:.1} GiB but the GPU has {:.1} of \
-                     {:.1} GiB free; pick a smaller --arch",
+                     {:.1} GiB free; pick a smaller --arch or a --gpu-memory-budget",
                     spec.dtype.suffix(),
                     need / (1u64 << 30) as f64,
                     free as f64 / (1u64 << 30) as f64,
@@ -214,6 +218,40 @@ mod imp {
                 best = best.min(self.time(1, || dev.copy(&a, &b))?);
             }
             Ok(2.0 * COPY_BYTES as f64 / best.max(1e-9))
+        }
+
+        fn stream_floor(&self) -> Result<Option<StreamFloor>> {
+            let r = self.inner.residency();
+            if r.streamed() == 0 {
+                return Ok(None);
+            }
+            Ok(Some(StreamFloor {
+                resident_layers: r.resident,
+                streamed_layers: r.streamed(),
+                device_weight_bytes: self.inner.weight_bytes(),
+                streamed_bytes: self.inner.streamed_bytes(),
+                h2d_bandwidth: self.h2d_bandwidth(r.layer_bytes)?,
+            }))
+        }
+    }
+
+    impl CudaBench {
+        /// Host-to-device bandwidth from page-locked memory on the copy stream, as layers
+        /// stream: one layer's bytes per copy, best of [`COPY_REPS`].
+        fn h2d_bandwidth(&self, bytes: usize) -> Result<f64> {
+            let dev = self.inner.device();
+            let host = dev.api().pinned(bytes)?;
+            let dst = DBuf::zeros(dev, DType::F32, bytes.div_ceil(4))?;
+            let mut best = f64::INFINITY;
+            for _ in 0..COPY_REPS {
+                best = best.min(self.time(1, || {
+                    // SAFETY: `dst` holds at least `bytes` bytes; `host` outlives the copy,
+                    // which `time` waits for.
+                    let a = unsafe { dev.api().stream_in(dst.ptr(), host.as_slice())? };
+                    dev.api().arrive(a)
+                })?);
+            }
+            Ok(bytes as f64 / best.max(1e-9))
         }
     }
 }

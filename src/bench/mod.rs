@@ -21,7 +21,7 @@ use std::time::Instant;
 
 pub use backend::{BenchBackend, BenchDevice, BenchSpec, DType, GemmShape, ScoreTiming};
 pub use lengths::Lengths;
-pub use report::{BenchReport, Spread};
+pub use report::{BenchReport, Spread, StreamReport};
 
 use crate::backend::{Backend, Scores};
 use crate::engine::config::TrainConfig;
@@ -259,6 +259,23 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         bandwidth = Some(bw);
         memory_floor_ms = Some(weight_bytes as f64 / bw * 1e3);
     }
+    let streaming = match opts.skip_floors {
+        true => None,
+        false => backend.stream_floor()?.map(|f| {
+            progress("measured the host-to-device bandwidth of the streamed layers");
+            let bytes = (f.streamed_bytes * passes) as f64;
+            let floor_ms = bytes / f.h2d_bandwidth * 1e3;
+            StreamReport {
+                resident_layers: f.resident_layers,
+                streamed_layers: f.streamed_layers,
+                device_weight_bytes: f.device_weight_bytes as u64,
+                streamed_bytes_per_step: bytes as u64,
+                h2d_bandwidth_gbs: f.h2d_bandwidth / 1e9,
+                pcie_floor_ms: floor_ms,
+                ratio_to_pcie_floor: step_ms.median / floor_ms,
+            }
+        }),
+    };
     let loss_ms = times
         .iter()
         .map(|t| t.loss)
@@ -313,5 +330,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         est_hours_run: median_s * RUN_STEPS as f64 / 3600.0,
         skipped_steps: skipped,
         last_loss,
+        gpu_memory_budget: spec.gpu_memory_budget.map(|b| b as u64),
+        streaming,
     })
 }

@@ -131,6 +131,24 @@ pub struct BenchReport {
     pub skipped_steps: usize,
     /// Training-loss estimate of the last step (finite on sane synthetic weights).
     pub last_loss: f64,
+    /// `--gpu-memory-budget` in bytes, and how the layers streamed under it (null: resident).
+    pub gpu_memory_budget: Option<u64>,
+    pub streaming: Option<StreamReport>,
+}
+
+/// Layer streaming in a bench: what crossed the bus, and the step against the bus's floor.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StreamReport {
+    pub resident_layers: usize,
+    pub streamed_layers: usize,
+    pub device_weight_bytes: u64,
+    /// Weight bytes copied to the device per step (every forward of the step).
+    pub streamed_bytes_per_step: u64,
+    /// Host-to-device bandwidth from page-locked memory, GB/s.
+    pub h2d_bandwidth_gbs: f64,
+    /// `streamed_bytes_per_step` at that bandwidth: the step cannot be faster.
+    pub pcie_floor_ms: f64,
+    pub ratio_to_pcie_floor: f64,
 }
 
 fn si(x: f64) -> String {
@@ -209,6 +227,19 @@ impl BenchReport {
                 self.ratio_to_compute_floor.unwrap_or(f64::NAN),
                 self.memory_bandwidth_gbs.unwrap_or(f64::NAN),
                 self.ratio_to_memory_floor.unwrap_or(f64::NAN),
+            ));
+        }
+        if let Some(st) = &self.streaming {
+            out.push(format!(
+                "streaming: {} layers resident, {} streamed, {}B of weights on the GPU, {}B \
+                 per step over the bus at {:.1} GB/s: PCIe floor {:.2} ms (step = {:.2}x)",
+                st.resident_layers,
+                st.streamed_layers,
+                si(st.device_weight_bytes as f64),
+                si(st.streamed_bytes_per_step as f64),
+                st.h2d_bandwidth_gbs,
+                st.pcie_floor_ms,
+                st.ratio_to_pcie_floor
             ));
         }
         out.push(format!(

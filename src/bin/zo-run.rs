@@ -43,6 +43,10 @@ enum Cmd {
     /// Time ZO steps on synthetic weights of any architecture against compute and memory
     /// floors measured in the same run; `--json` prints one object (see BENCHMARKS.md).
     Bench(Box<BenchArgs>),
+    /// What a model takes on the GPU, without a GPU: under --gpu-memory-budget, the layers
+    /// that stay resident and those that stream, the weights, adapter state and activations
+    /// of one step, and whether it fits in --gpu-memory. `--json` prints one object.
+    Memory(Box<MemoryArgs>),
     /// Replay a seed-log checkpoint onto its base model and write merged HF weights (and a
     /// PEFT adapter for lora, in OUT_DIR/adapter/).
     Export {
@@ -187,6 +191,12 @@ struct TrainArgs {
     /// job, naming the rank that sent nothing (dead or hung).
     #[arg(long, default_value_t = 300.0)]
     dist_timeout: f64,
+    /// CUDA: GPU memory the weights may take, in bytes (8589934592, 8GiB, 512MiB). The first
+    /// layers that fit stay on the GPU; the rest stream from page-locked host memory, each
+    /// layer's copy overlapping the compute of the one before. The run is bit for bit the
+    /// resident one's. Default: the whole model on the GPU.
+    #[arg(long)]
+    gpu_memory_budget: Option<String>,
 }
 
 /// The preset with every given flag applied.
@@ -314,6 +324,11 @@ fn train(a: TrainArgs) -> zo::Result<()> {
         device: zo::train::Device::parse(&a.device, &a.dtype)?,
         test_before: a.test_before,
         comm: ranks.as_ref().map(Ranks::comm),
+        gpu_memory_budget: a
+            .gpu_memory_budget
+            .as_deref()
+            .map(zo::train::parse_bytes)
+            .transpose()?,
     };
     if lead {
         print_effective(&cfg, &run);
@@ -468,6 +483,7 @@ fn default_run() -> zo::Result<()> {
         device,
         test_before: true,
         comm: None,
+        gpu_memory_budget: None,
     };
     print_effective(&cfg, &run);
     let s = zo::train::run_on_disk(&cfg, &run)?;
@@ -571,6 +587,137 @@ struct BenchArgs {
     /// Skip the compute and memory floor measurements.
     #[arg(long)]
     no_floors: bool,
+    /// cuda: GPU memory the weights may take (bytes, or 8GiB, 512MiB); the layers past it
+    /// stream from host memory, and the report gives the step against the PCIe floor.
+    #[arg(long)]
+    gpu_memory_budget: Option<String>,
+}
+
+#[derive(Args)]
+struct MemoryArgs {
+    /// Built-in architecture (as `bench --arch`).
+    #[arg(long, conflicts_with = "config", default_value = "opt-13b")]
+    arch: String,
+    /// Any other architecture: an HF config.json.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Family or preset, as `bench --family`.
+    #[arg(long, default_value = "lozo")]
+    family: String,
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    q: usize,
+    #[arg(long)]
+    one_sided: bool,
+    #[arg(long, default_value = "bf16", value_parser = ["f32", "f16", "bf16"])]
+    dtype: String,
+    /// Device bytes the weights may take (bytes, 8GiB, 512MiB); default: all resident.
+    #[arg(long)]
+    gpu_memory_budget: Option<String>,
+    /// The GPU's memory, to say whether the plan fits.
+    #[arg(long, default_value = "80GiB")]
+    gpu_memory: String,
+    #[arg(long, default_value_t = 16, value_parser = positive)]
+    batch: usize,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 256, value_parser = positive)]
+    seq_len: usize,
+    /// Host-to-device bandwidth in GB/s, to give the PCIe floor of a step.
+    #[arg(long)]
+    h2d_gbs: Option<f64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[cfg(feature = "cuda")]
+fn memory(a: MemoryArgs) -> zo::Result<()> {
+    use zo::backend::cuda::{gib, MemoryPlan};
+    let config = match &a.config {
+        Some(p) => zo::model::ModelConfig::from_file(p)?,
+        None => zo::model::ModelConfig::builtin(&a.arch)?,
+    };
+    let mut train = zo::engine::TrainConfig::preset(bench_preset(&a.family)?)?;
+    train.q = a.q;
+    train.one_sided = a.one_sided;
+    let dtype = zo::backend::DType::parse(&a.dtype)?;
+    let budget = a
+        .gpu_memory_budget
+        .as_deref()
+        .map(zo::train::parse_bytes)
+        .transpose()?;
+    let gpu = zo::train::parse_bytes(&a.gpu_memory)?;
+    // One sequence per (example, variant): single-token label words, as the default task.
+    let seeds: Vec<u64> = (0..train.q as u64).collect();
+    let variants = zo::engine::estimator::variants(&seeds, train.eps, train.one_sided).len();
+    let seqs = a.batch * variants;
+    let plan = MemoryPlan::new(
+        &config,
+        dtype,
+        Some(&train.family),
+        train.q,
+        budget,
+        seqs * a.seq_len,
+        seqs,
+    )?;
+    let fits = plan.total_bytes <= gpu;
+    let floor_ms = a
+        .h2d_gbs
+        .map(|g| plan.streamed_bytes_per_forward as f64 / (g * 1e9) * 1e3);
+    if a.json {
+        let mut v = serde_json::to_value(&plan).expect("a plan serializes");
+        v["arch"] = a
+            .config
+            .as_ref()
+            .map_or(a.arch.clone(), |p| p.display().to_string())
+            .into();
+        v["params"] = config.n_params().into();
+        v["dtype"] = a.dtype.clone().into();
+        v["family"] = train.family.name().into();
+        v["gpu_memory"] = gpu.into();
+        v["fits"] = fits.into();
+        v["pcie_floor_ms"] = floor_ms.into();
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{} ({} parameters, {}), family {}, batch {} × {variants} variants × {} tokens",
+        a.arch,
+        config.n_params(),
+        a.dtype,
+        train.family.name(),
+        a.batch,
+        a.seq_len
+    );
+    println!(
+        "weights: {} of {} layers resident, {} streamed ({} per layer); {} on the GPU",
+        plan.resident_layers,
+        plan.layers,
+        plan.streamed_layers,
+        gib(plan.layer_bytes),
+        gib(plan.weight_bytes_on_gpu)
+    );
+    println!(
+        "adapter state {}, activations {}: total {} of {} ({})",
+        gib(plan.adapter_state_bytes),
+        gib(plan.workspace_bytes),
+        gib(plan.total_bytes),
+        gib(gpu),
+        if fits { "fits" } else { "does not fit" }
+    );
+    if plan.streamed_layers > 0 {
+        let floor = floor_ms.map_or(String::new(), |f| format!(": PCIe floor {f:.0} ms"));
+        println!(
+            "{} cross the bus per forward{floor}",
+            gib(plan.streamed_bytes_per_forward)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn memory(_: MemoryArgs) -> zo::Result<()> {
+    Err(zo::Error::Unsupported(
+        "this build of zo has no CUDA backend; rebuild with --features cuda".into(),
+    ))
 }
 
 /// Preset names for the bench's --family, including the family aliases of `train`.
@@ -647,6 +794,17 @@ fn bench(a: BenchArgs) -> zo::Result<()> {
             train,
             dtype,
             weight_seed: a.seed,
+            gpu_memory_budget: match (a.gpu_memory_budget.as_deref(), device) {
+                (None, _) => None,
+                (Some(b), BenchDevice::Cuda) => Some(zo::train::parse_bytes(b)?),
+                (Some(_), BenchDevice::Cpu) => {
+                    return Err(zo::Error::Config(
+                        "--gpu-memory-budget streams layers to a GPU; the CPU bench keeps the \
+                         model in host memory (use --device cuda)"
+                            .into(),
+                    ))
+                }
+            },
         },
         device,
         lengths,
@@ -817,6 +975,7 @@ fn run(cmd: Cmd) -> zo::Result<()> {
         Cmd::Train(a) => train(*a),
         Cmd::Generate(a) => generate(*a),
         Cmd::Bench(a) => bench(*a),
+        Cmd::Memory(a) => memory(*a),
         Cmd::Export {
             checkpoint,
             out_dir,

@@ -87,9 +87,12 @@ pub struct Reference {
     pub metrics: PathBuf,
     /// `zo-run export --last` of the checkpoint.
     pub export: PathBuf,
+    /// What `zo-run train` wrote to stderr.
+    pub stderr: String,
 }
 
-fn zo_run(args: &[String]) {
+/// Runs zo-run to success and gives its stderr.
+fn zo_run(args: &[String]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_zo-run"))
         .args(args)
         .output()
@@ -99,6 +102,7 @@ fn zo_run(args: &[String]) {
         "zo-run {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `zo-run train` of `preset` on the fixture (CPU unless `extra` names a device, 6 steps of batch 4, q 2, dev before and
@@ -143,7 +147,7 @@ pub fn zo_run_train(fx: &Fixture, preset: &str, extra: &[&str]) -> Reference {
         args.push(flag.into());
         args.push(v.display().to_string());
     }
-    zo_run(&args);
+    let stderr = zo_run(&args);
     let checkpoint = out.join("checkpoint.json");
     let ck: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
@@ -161,6 +165,7 @@ pub fn zo_run_train(fx: &Fixture, preset: &str, extra: &[&str]) -> Reference {
         checkpoint,
         metrics: out.join("metrics.jsonl"),
         export,
+        stderr,
     }
 }
 

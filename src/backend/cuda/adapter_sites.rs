@@ -92,8 +92,9 @@ impl AdapterSites {
         }
     }
 
-    /// Writes the state and the plan's direction factors into every adapter block, skipped
-    /// when the weights already hold exactly these (`version` counts state changes).
+    /// Writes the state and the plan's direction factors into every adapter block of the
+    /// resident weights, skipped when they already hold exactly these (`version` counts state
+    /// changes). Streamed layers are packed as they land ([`AdapterSites::pack_layer`]).
     pub fn pack(
         &self,
         dev: &CudaDevice,
@@ -111,9 +112,39 @@ impl AdapterSites {
         if packed.as_ref() == Some(&key) {
             return Ok(());
         }
+        self.pack_where(dev, model, segs, live, &|g| model.resident(g))?;
+        *packed = Some(key);
+        Ok(())
+    }
+
+    /// [`AdapterSites::pack`] for streamed layer `li`, just landed in its buffer (which held
+    /// another layer's columns before).
+    pub fn pack_layer(
+        &self,
+        dev: &CudaDevice,
+        model: &DeviceModel,
+        li: usize,
+        segs: &DeviceSegments,
+        live: bool,
+    ) -> Result<()> {
+        self.pack_where(dev, model, segs, live, &|g| g.sites[0].layer == Some(li))
+    }
+
+    fn pack_where(
+        &self,
+        dev: &CudaDevice,
+        model: &DeviceModel,
+        segs: &DeviceSegments,
+        live: bool,
+        want: &dyn Fn(&GroupLinear) -> bool,
+    ) -> Result<()> {
         let mut si = 0;
         for g in model.groups() {
             if g.adapters.is_empty() {
+                continue;
+            }
+            if !want(g) {
+                si += g.adapters.len();
                 continue;
             }
             if segs.dirs() > g.aug.dirs {
@@ -140,7 +171,6 @@ impl AdapterSites {
                 )?;
             }
         }
-        *packed = Some(key);
         Ok(())
     }
 

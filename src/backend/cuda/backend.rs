@@ -55,6 +55,9 @@ pub struct CudaOptions {
     pub dtype: DType,
     /// Directions per step the weights leave room for (the estimator's q).
     pub directions: usize,
+    /// Device bytes the weights may take (None: all resident); layers past it stream from
+    /// host memory (see [`super::Residency`]).
+    pub memory_budget: Option<usize>,
 }
 
 impl CudaBackend {
@@ -105,31 +108,29 @@ impl CudaBackend {
         {
             return Err(Error::Unsupported(format!("{why}; use --device cpu")));
         }
-        let lora_targets = match family {
-            Some((cfg @ FamilyConfig::Lora { .. }, _)) => {
-                Some(super::lora::lora_targets(cfg, config.arch)?.2)
-            }
-            _ => None,
-        };
+        let (aug, adapter) = adapter_layout(family.map(|f| f.0), config, opts.directions)?;
         let dev = Arc::new(CudaDevice::open(opts.target)?);
-        let aug = match family {
-            Some((FamilyConfig::LowRank { rank, .. } | FamilyConfig::Lora { rank, .. }, _)) => {
-                AugSpec {
-                    rank: *rank,
-                    dirs: opts.directions.max(1),
-                }
-            }
-            _ => AugSpec::default(),
-        };
-        let lowrank = matches!(family, Some((FamilyConfig::LowRank { .. }, _)));
-        // lowrank: every block Linear; lora: its target slots in every layer.
-        let model = DeviceModel::build(&dev, config, opts.dtype, source, aug, &|site| {
-            site.layer.is_some()
-                && (lowrank
-                    || lora_targets
-                        .as_ref()
-                        .is_some_and(|t| t.contains(&site.slot)))
-        })?;
+        let model = DeviceModel::build(
+            &dev,
+            config,
+            opts.dtype,
+            source,
+            aug,
+            &adapter,
+            opts.memory_budget,
+        )?;
+        if model.stream.is_some() && matches!(family, Some((FamilyConfig::Dense { .. }, _))) {
+            let r = &model.residency;
+            return Err(Error::Unsupported(format!(
+                "in-place dense MeZO under --gpu-memory-budget: it rewrites every weight four \
+                 times a step, so each of the {} streamed layers would cross the bus eight \
+                 times; train the lowrank or lora family, or give a budget of at least {} \
+                 bytes ({}), the whole model",
+                r.streamed(),
+                r.fixed_bytes + r.layers * r.layer_bytes,
+                super::gib(r.fixed_bytes + r.layers * r.layer_bytes)
+            )));
+        }
         let family = match family {
             None => GpuFamily::None,
             Some((cfg @ FamilyConfig::LowRank { .. }, dist)) => {
@@ -205,7 +206,23 @@ impl CudaBackend {
             .model
             .group_of(site)
             .ok_or_else(|| Error::Config(format!("no GEMM holds {site:?}")))?;
+        if let Some(li) = site.layer {
+            self.model.load_layer(&self.dev, li)?;
+        }
         Ok((g.w.to_f32(&self.dev)?, g.out, g.ld))
+    }
+
+    /// Which layers stay on the device and which stream from host memory.
+    pub fn residency(&self) -> super::Residency {
+        self.model.residency
+    }
+
+    /// Bytes of weights that cross the bus per forward (0: all resident).
+    pub fn streamed_bytes(&self) -> usize {
+        self.model
+            .stream
+            .as_ref()
+            .map_or(0, super::streaming::LayerStream::streamed_bytes)
     }
 
     /// The family's trained state outside the weights, named, shaped and ordered as the host
@@ -223,6 +240,34 @@ impl CudaBackend {
     pub fn workspace_bytes(&self) -> usize {
         self.ws.lock().map_or(0, |w| w.bytes())
     }
+}
+
+/// Which sites of the model carry an adapter column block.
+pub type AdapterSites = Box<dyn Fn(crate::model::Site) -> bool>;
+
+/// The adapter columns `family` adds to the weights: each block's rank and direction capacity
+/// (`directions`, at least 1), and which sites carry one (lowrank: every block Linear; lora:
+/// its target slots in every layer; none for the other families).
+pub fn adapter_layout(
+    family: Option<&FamilyConfig>,
+    config: &ModelConfig,
+    directions: usize,
+) -> Result<(AugSpec, AdapterSites)> {
+    let dirs = directions.max(1);
+    Ok(match family {
+        Some(FamilyConfig::LowRank { rank, .. }) => (
+            AugSpec { rank: *rank, dirs },
+            Box::new(|site| site.layer.is_some()),
+        ),
+        Some(cfg @ FamilyConfig::Lora { rank, .. }) => {
+            let targets = super::lora::lora_targets(cfg, config.arch)?.2;
+            (
+                AugSpec { rank: *rank, dirs },
+                Box::new(move |site| site.layer.is_some() && targets.contains(&site.slot)),
+            )
+        }
+        _ => (AugSpec::default(), Box::new(|_| false)),
+    })
 }
 
 impl Backend for CudaBackend {

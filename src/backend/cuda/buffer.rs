@@ -3,6 +3,7 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::device::{Alloc, CudaDevice};
 use super::DType;
@@ -151,15 +152,106 @@ impl View<'_> {
     }
 }
 
+/// Alignment of the buffers an [`Arena`] hands out (cuBLASLt and vector loads want 16; 256
+/// keeps every tensor on its own cache lines).
+pub(crate) const ARENA_ALIGN: usize = 256;
+
+/// One device allocation cut into consecutive buffers: a layer's tensors in one range, so that
+/// the whole layer moves in a single copy (layer streaming). Buffers keep the allocation alive.
+pub(crate) struct Arena {
+    mem: Arc<Alloc>,
+    used: AtomicUsize,
+}
+
+impl Arena {
+    pub(crate) fn new(dev: &CudaDevice, bytes: usize) -> Result<Arena> {
+        Ok(Arena {
+            mem: Arc::new(dev.api().alloc(bytes, true)?),
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn ptr(&self) -> u64 {
+        self.mem.ptr
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.mem.bytes
+    }
+
+    /// Bytes handed out since the last [`Arena::reset`].
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Starts handing out from the beginning again: buffers taken before alias the new ones
+    /// (two layers of one stream buffer share its memory by design).
+    pub(crate) fn reset(&self) {
+        self.used.store(0, Ordering::Relaxed);
+    }
+
+    fn take(&self, bytes: usize) -> Result<Alloc> {
+        let at = self.used();
+        let end = at + bytes.max(1).next_multiple_of(ARENA_ALIGN);
+        if end > self.capacity() {
+            return Err(Error::Cuda(format!(
+                "a layer buffer of {} bytes cannot hold {end} bytes of tensors",
+                self.capacity()
+            )));
+        }
+        self.used.store(end, Ordering::Relaxed);
+        Ok(Alloc::within(
+            self.ptr() + at as u64,
+            bytes,
+            Box::new(self.mem.clone()),
+        ))
+    }
+}
+
+/// Where a buffer is allocated: its own device allocation, or the next range of an arena.
+#[derive(Clone, Copy)]
+pub(crate) enum Place<'a> {
+    Own,
+    In(&'a Arena),
+}
+
 impl DBuf {
     /// `len` zeroed elements.
     pub fn zeros(dev: &CudaDevice, dtype: DType, len: usize) -> Result<DBuf> {
-        let mem = dev.api().alloc(len * dtype.size(), true)?;
+        Self::zeros_at(dev, Place::Own, dtype, len)
+    }
+
+    /// `len` zeroed elements at `place`.
+    pub(crate) fn zeros_at(
+        dev: &CudaDevice,
+        place: Place<'_>,
+        dtype: DType,
+        len: usize,
+    ) -> Result<DBuf> {
+        let bytes = len * dtype.size();
+        let mem = match place {
+            Place::Own => dev.api().alloc(bytes, true)?,
+            Place::In(arena) => {
+                let mem = arena.take(bytes)?;
+                // SAFETY: the range is the arena's, just handed out.
+                unsafe { dev.api().memset_zero(mem.ptr, bytes)? };
+                mem
+            }
+        };
         Ok(DBuf { mem, dtype, len })
     }
 
-    fn upload(dev: &CudaDevice, dtype: DType, len: usize, bytes: &[u8]) -> Result<DBuf> {
-        let mem = dev.api().alloc(bytes.len(), false)?;
+    fn upload(
+        dev: &CudaDevice,
+        place: Place<'_>,
+        dtype: DType,
+        len: usize,
+        bytes: &[u8],
+    ) -> Result<DBuf> {
+        let mem = match place {
+            Place::Own => dev.api().alloc(bytes.len(), false)?,
+            Place::In(arena) => arena.take(bytes.len())?,
+        };
         let buf = DBuf { mem, dtype, len };
         // SAFETY: the allocation holds `bytes.len()` = len·size bytes.
         unsafe { dev.api().upload(buf.ptr(), bytes)? };
@@ -168,6 +260,16 @@ impl DBuf {
 
     /// Host f32 values rounded once to `dtype` and copied up.
     pub fn from_f32(dev: &CudaDevice, dtype: DType, host: &[f32]) -> Result<DBuf> {
+        Self::from_f32_at(dev, Place::Own, dtype, host)
+    }
+
+    /// [`DBuf::from_f32`] at `place`.
+    pub(crate) fn from_f32_at(
+        dev: &CudaDevice,
+        place: Place<'_>,
+        dtype: DType,
+        host: &[f32],
+    ) -> Result<DBuf> {
         let bytes: Vec<u8> = match dtype {
             DType::F32 => bytemuck::cast_slice(host).to_vec(),
             DType::Bf16 => host
@@ -179,14 +281,14 @@ impl DBuf {
                 .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
                 .collect(),
         };
-        Self::upload(dev, dtype, host.len(), &bytes)
+        Self::upload(dev, place, dtype, host.len(), &bytes)
     }
 
     /// Host u32/i32/f32 words (or 8-byte words, as two elements each) copied up as they are.
     pub fn from_words<T: bytemuck::Pod>(dev: &CudaDevice, host: &[T]) -> Result<DBuf> {
         let bytes = bytemuck::cast_slice::<T, u8>(host);
         debug_assert!(bytes.len().is_multiple_of(4));
-        Self::upload(dev, DType::F32, bytes.len() / 4, bytes)
+        Self::upload(dev, Place::Own, DType::F32, bytes.len() / 4, bytes)
     }
 
     /// The raw bytes of the elements (a sync point).

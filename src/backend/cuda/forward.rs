@@ -13,6 +13,7 @@
 
 use super::backend::{CudaBackend, GpuFamily};
 use super::buffer::{DBuf, View};
+use super::device::Arrival;
 use super::gemm::{linear, GemmShape};
 use super::kernels::adapter::DeviceSegments;
 use super::kernels::attention::{
@@ -24,6 +25,7 @@ use super::kernels::decode::{
 use super::kernels::loss::{candidate_logprobs, Logits};
 use super::kernels::ops::{self, NormWeights, Positions, RowShape, Table};
 use super::profile::region;
+use super::streaming::STREAM_BUFFERS;
 use super::weights::{DMlp, DNorm, GroupLinear};
 use super::DType;
 use crate::backend::device_plan::DevicePlan;
@@ -195,36 +197,13 @@ impl Forward<'_> {
     /// KV cache only when `s.slots` > 0).
     fn reserve(&mut self, s: &Sizes) -> Result<()> {
         let b = self.b;
-        let c = &b.model.config;
-        let dt = b.model.dtype;
-        let kvd = c.num_kv_heads * c.head_dim;
-        let mut need: Vec<(&'static str, DType, usize)> = vec![
-            ("x", DType::F32, s.t * c.hidden_size),
-            ("hf", dt, s.rows * c.embed_dim.next_multiple_of(8)),
-            ("logits", DType::F32, s.rows * c.vocab_size),
-            ("qlp", DType::F32, s.queries.max(1)),
-        ];
-        if s.decode_ws > 0 {
-            need.push(("decode_ws", DType::F32, s.decode_ws));
-        }
-        if s.slots > 0 {
-            need.extend([
-                ("k_cache", DType::F32, s.slots * kvd),
-                ("v_cache", DType::F32, s.slots * kvd),
-            ]);
-        }
         // Every layer is laid out alike (one config), so the first sizes them all.
-        if let Some(l) = b.model.layers.first() {
-            let (first, second) = mlp_pair(&l.mlp);
-            need.extend([
-                ("xa", dt, s.t * l.qkv.ld),
-                ("qkv", DType::F32, s.t * l.qkv.out),
-                ("ao", dt, s.t * l.o.ld),
-                ("xm", dt, s.t * first.ld),
-                ("mid", DType::F32, s.t * first.out),
-                ("am", dt, s.t * second.ld),
-            ]);
-        }
+        let shapes = b
+            .model
+            .layers
+            .first()
+            .map(|l| l.groups().map(|g| (g.out, g.ld)));
+        let need = workspace_need(&b.model.config, b.model.dtype, shapes, s);
         for (name, dtype, len) in need {
             self.ws.ensure(b, name, dtype, len)?;
         }
@@ -354,7 +333,12 @@ impl Forward<'_> {
             max_pages: dp.max_pages,
             max_seqlen: dp.max_seq_len(),
         };
+        // Streamed layers: the first two copies start now, behind whatever compute is queued
+        // (the resident layers run while they cross); each later one starts once the layer
+        // two before it, in the same buffer, is queued.
+        let mut landing = LayerLanding::start(b)?;
         for (li, (layer, &(k_cache, v_cache))) in b.model.layers.iter().zip(caches).enumerate() {
+            landing.wait(b, li, &pb.segs)?;
             // Attention block.
             let xa = ws.view("xa", t * layer.qkv.ld);
             region(dev, "norm", || {
@@ -435,6 +419,7 @@ impl Forward<'_> {
             })?;
             region(dev, "shrink", || self.shrink(second, am, t, pb))?;
             region(dev, "gemm.mlp_out", || gemm(b, second, am, t, x, h, true))?;
+            landing.refill(b, li)?;
         }
         // Final norm at the scoring rows only, then the head on those rows.
         let e = c.embed_dim;
@@ -503,6 +488,119 @@ impl Forward<'_> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Every activation buffer a forward of `s` writes, from the layers' GEMM shapes (`(out, ld)`
+/// in forward order, as [`super::weights::layer_shapes`] gives them).
+fn workspace_need(
+    c: &crate::model::ModelConfig,
+    dt: DType,
+    shapes: Option<[(usize, usize); 4]>,
+    s: &Sizes,
+) -> Vec<(&'static str, DType, usize)> {
+    let kvd = c.num_kv_heads * c.head_dim;
+    let mut need: Vec<(&'static str, DType, usize)> = vec![
+        ("x", DType::F32, s.t * c.hidden_size),
+        ("hf", dt, s.rows * c.embed_dim.next_multiple_of(8)),
+        ("logits", DType::F32, s.rows * c.vocab_size),
+        ("qlp", DType::F32, s.queries.max(1)),
+    ];
+    if s.decode_ws > 0 {
+        need.push(("decode_ws", DType::F32, s.decode_ws));
+    }
+    if s.slots > 0 {
+        need.extend([
+            ("k_cache", DType::F32, s.slots * kvd),
+            ("v_cache", DType::F32, s.slots * kvd),
+        ]);
+    }
+    if let Some([(qkv_out, qkv_ld), (_, o_ld), (in_out, in_ld), (_, out_ld)]) = shapes {
+        need.extend([
+            ("xa", dt, s.t * qkv_ld),
+            ("qkv", DType::F32, s.t * qkv_out),
+            ("ao", dt, s.t * o_ld),
+            ("xm", dt, s.t * in_ld),
+            ("mid", DType::F32, s.t * in_out),
+            ("am", dt, s.t * out_ld),
+        ]);
+    }
+    need
+}
+
+/// Activation bytes of one scoring forward over `tokens` packed tokens in `seqs` sequences
+/// (one scored row each, every sequence's cache rounded up to whole pages), as the workspace
+/// would hold them.
+pub fn workspace_bytes(
+    c: &crate::model::ModelConfig,
+    dt: DType,
+    shapes: [(usize, usize); 4],
+    tokens: usize,
+    seqs: usize,
+) -> usize {
+    let s = Sizes {
+        t: tokens,
+        rows: seqs,
+        slots: tokens + seqs * PAGE,
+        queries: seqs,
+        decode_ws: 0,
+    };
+    workspace_need(c, dt, Some(shapes), &s)
+        .into_iter()
+        .map(|(_, d, len)| len.next_multiple_of(4096) * d.size())
+        .sum()
+}
+
+/// The copies of streamed layers in flight during one forward, by stream buffer.
+struct LayerLanding {
+    pending: Vec<(usize, Arrival)>,
+}
+
+impl LayerLanding {
+    fn start(b: &CudaBackend) -> Result<LayerLanding> {
+        let mut pending = Vec::new();
+        if let Some(s) = &b.model.stream {
+            for li in (s.first..b.model.layers.len()).take(STREAM_BUFFERS) {
+                pending.push((li, s.fetch(&b.dev, li)?));
+            }
+        }
+        Ok(LayerLanding { pending })
+    }
+
+    /// Before layer `li` computes: waits for its copy and packs the adapter family's columns
+    /// into the buffer it landed in.
+    fn wait(&mut self, b: &CudaBackend, li: usize, segs: &DeviceSegments) -> Result<()> {
+        if !b.model.streams(li) {
+            return Ok(());
+        }
+        let at = self
+            .pending
+            .iter()
+            .position(|(l, _)| *l == li)
+            .ok_or_else(|| Error::Cuda(format!("streamed layer {li} was never fetched")))?;
+        let (_, arrival) = self.pending.swap_remove(at);
+        let dev = &*b.dev;
+        region(dev, "stream.wait", || dev.api().arrive(arrival))?;
+        if let GpuFamily::Adapter(f) = &b.family {
+            region(dev, "pack", || {
+                f.sites().pack_layer(dev, &b.model, li, segs, f.live())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After layer `li`'s work is queued: starts the copy of the layer that shares its buffer.
+    fn refill(&mut self, b: &CudaBackend, li: usize) -> Result<()> {
+        let next = li + STREAM_BUFFERS;
+        if let Some(s) = b
+            .model
+            .stream
+            .as_ref()
+            .filter(|s| s.holds(li) && s.holds(next))
+        {
+            self.pending.push((next, s.fetch(&b.dev, next)?));
+        }
+        Ok(())
     }
 }
 

@@ -114,11 +114,12 @@ impl GpuLowRank {
 
     fn merge(&self, dev: &CudaDevice, model: &mut DeviceModel) -> Result<()> {
         let (rank, scale) = (self.sites.rank, self.sites.scale);
-        let mut si = 0;
-        for g in model.groups() {
+        let mut sites = self.sites.sites.iter();
+        model.edit_groups(dev, &mut |g| {
             for &pos in &g.adapters {
-                let s = &self.sites.sites[si];
-                si += 1;
+                let s = sites
+                    .next()
+                    .ok_or_else(|| Error::Cuda("an adapter block without family state".into()))?;
                 let row0 = g.row_offset(pos) * g.ld;
                 let shape = Strided {
                     rows: s.out,
@@ -136,8 +137,8 @@ impl GpuLowRank {
                     rank,
                 )?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

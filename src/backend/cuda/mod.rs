@@ -6,7 +6,8 @@
 //!
 //! Layout: `device/` the seam and its two devices; `kernels/` one checked launcher per kernel,
 //! one module per kernel family; `buffer` device buffers and views; `gemm` the checked GEMM;
-//! `weights` the model's layout on the device; `forward` a plan's forward pass; `decode` the
+//! `weights` the model's layout on the device; `streaming` the layers that
+//! stream from host memory under a device-memory budget; `forward` a plan's forward pass; `decode` the
 //! decoder over a persistent paged KV cache; `lowrank`,
 //! `lora` (sharing `adapter_sites`), `prefix` and `dense` the families; `backend` the backend
 //! itself.
@@ -25,8 +26,10 @@ mod lowrank;
 mod params;
 mod prefix;
 pub mod profile;
+mod streaming;
 mod weights;
 
+pub use backend::adapter_layout;
 pub use backend::{CudaBackend, CudaOptions, StateTensors};
 pub use buffer::{live_device_bytes, peak_device_bytes, reset_peak_device_bytes, DBuf, View};
 pub use device::{gpu_count, kernels_built, CudaDevice, Target};
@@ -34,6 +37,10 @@ pub use gemm::{linear, GemmShape};
 /// A perturbed segment as the kernels read it (csrc/zo_params.h); build it with
 /// `ZoSegment::from(&Segment)`.
 pub use params::ZoSegment;
-pub use weights::{AugSpec, DeviceModel, GroupLinear, Source};
+pub use streaming::{gib, MemoryPlan, Residency, STREAM_BUFFERS};
+pub use weights::{
+    adapter_state_bytes, fixed_bytes, layer_bytes, layer_shapes, AugSpec, DeviceModel, GroupLinear,
+    Source,
+};
 
 pub use crate::backend::DType;

@@ -9,9 +9,10 @@
 //! - Weights and norm parameters are in the storage dtype; biases stay fp32 (the GEMM
 //!   epilogue adds them in fp32).
 
-use super::buffer::DBuf;
+use super::buffer::{DBuf, Place, ARENA_ALIGN};
 use super::device::CudaDevice;
 use super::kernels::init::{init, Init};
+use super::streaming::{LayerStream, Residency};
 use super::DType;
 use crate::model::random::SYNTHETIC_ROLE;
 use crate::model::{Arch, Linear, Model, ModelConfig, Norm, NormKind, NormSite, Param, Site, Slot};
@@ -106,6 +107,119 @@ pub struct DLayer {
     pub mlp: DMlp,
 }
 
+impl DLayer {
+    /// The layer's GEMMs in forward order.
+    pub fn groups(&self) -> [&GroupLinear; 4] {
+        let (first, second) = match &self.mlp {
+            DMlp::Gated { gate_up, down, .. } => (gate_up, down),
+            DMlp::Plain { fc1, fc2 } => (fc1, fc2),
+        };
+        [&self.qkv, &self.o, first, second]
+    }
+}
+
+/// One GEMM's layout before it is built: its sites, input width and output widths.
+struct GroupDef {
+    sites: Vec<Site>,
+    k: usize,
+    outs: Vec<usize>,
+}
+
+/// Layer `li`'s GEMMs in forward order: q/k/v stacked, o, then the MLP's two.
+fn layer_groups(c: &ModelConfig, li: usize) -> [GroupDef; 4] {
+    let s = |slot| Site::layer(li, slot);
+    let def = |sites: &[Site], k, outs: &[usize]| GroupDef {
+        sites: sites.to_vec(),
+        k,
+        outs: outs.to_vec(),
+    };
+    let h = c.hidden_size;
+    let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+    let inter = c.intermediate_size;
+    let (mlp_in, mlp_out) = match c.arch {
+        Arch::Llama => (
+            def(&[s(Slot::Gate), s(Slot::Up)], h, &[inter, inter]),
+            def(&[s(Slot::Down)], inter, &[h]),
+        ),
+        Arch::Opt => (
+            def(&[s(Slot::Fc1)], h, &[inter]),
+            def(&[s(Slot::Fc2)], inter, &[h]),
+        ),
+    };
+    [
+        def(&[s(Slot::Q), s(Slot::K), s(Slot::V)], h, &[qd, kvd, kvd]),
+        def(&[s(Slot::O)], qd, &[h]),
+        mlp_in,
+        mlp_out,
+    ]
+}
+
+/// Row stride of a GEMM's weight: K, then `adapters` column blocks, rounded up to 8.
+fn group_ld(k: usize, adapters: usize, aug: AugSpec) -> usize {
+    (k + adapters * aug.block()).next_multiple_of(8)
+}
+
+/// `(out, ld)` of a layer's GEMMs in forward order (every layer is laid out alike).
+pub fn layer_shapes(
+    c: &ModelConfig,
+    aug: AugSpec,
+    adapter: &dyn Fn(Site) -> bool,
+) -> [(usize, usize); 4] {
+    layer_groups(c, 0).map(|g| {
+        let adapters = g.sites.iter().filter(|&&s| adapter(s)).count();
+        (g.outs.iter().sum(), group_ld(g.k, adapters, aug))
+    })
+}
+
+/// Bytes one layer takes laid out in a stream buffer, counting a bias on every Linear and both
+/// parameters of every norm (at most what any checkpoint of this config holds).
+pub fn layer_bytes(
+    c: &ModelConfig,
+    dtype: DType,
+    aug: AugSpec,
+    adapter: &dyn Fn(Site) -> bool,
+) -> usize {
+    let slot = |bytes: usize| bytes.max(1).next_multiple_of(ARENA_ALIGN);
+    let groups: usize = layer_shapes(c, aug, adapter)
+        .iter()
+        .map(|&(out, ld)| slot(out * ld * dtype.size()) + slot(out * 4))
+        .sum();
+    groups + 4 * slot(c.hidden_size * dtype.size())
+}
+
+/// Bytes of the adapter families' fp32 state over the model: per adapter site the shrink
+/// factor (`[rank][k]`) and the state the pack writes (`[rank][out]`).
+pub fn adapter_state_bytes(c: &ModelConfig, aug: AugSpec, adapter: &dyn Fn(Site) -> bool) -> usize {
+    (0..c.num_layers)
+        .flat_map(|li| layer_groups(c, li))
+        .map(|g| {
+            g.sites
+                .iter()
+                .zip(&g.outs)
+                .filter(|(&s, _)| adapter(s))
+                .map(|(_, &out)| aug.rank * (g.k + out) * 4)
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Bytes of the tensors that stay on the device whatever the budget.
+pub fn fixed_bytes(c: &ModelConfig, dtype: DType) -> usize {
+    let (e, h) = (c.embed_dim, c.hidden_size);
+    let mut n = c.vocab_size * e;
+    if c.arch == Arch::Opt {
+        n += (c.max_position_embeddings + 2) * h;
+        if e != h {
+            n += 2 * e * h.next_multiple_of(8).max(e.next_multiple_of(8));
+        }
+    }
+    if !c.tie_word_embeddings {
+        n += c.vocab_size * e;
+    }
+    // The final norm's weight and bias, and OPT projections' biases (fp32), at most.
+    (n + 2 * h) * dtype.size() + 2 * 4 * e.max(h)
+}
+
 pub struct DeviceModel {
     pub config: ModelConfig,
     pub dtype: DType,
@@ -119,6 +233,10 @@ pub struct DeviceModel {
     pub final_norm: Option<DNorm>,
     /// Untied head `[vocab][embed_dim]`; None: the embedding.
     pub head: Option<DBuf>,
+    /// Which layers stay on the device (all of them without a budget).
+    pub residency: Residency,
+    /// Layers past the resident ones: their host copies and stream buffers.
+    pub(crate) stream: Option<LayerStream>,
 }
 
 impl DeviceModel {
@@ -128,13 +246,7 @@ impl DeviceModel {
 
     /// Every GEMM of the model with the layer it belongs to.
     pub fn groups(&self) -> impl Iterator<Item = &GroupLinear> {
-        let layers = self.layers.iter().flat_map(|l| {
-            let mlp: [&GroupLinear; 2] = match &l.mlp {
-                DMlp::Gated { gate_up, down, .. } => [gate_up, down],
-                DMlp::Plain { fc1, fc2 } => [fc1, fc2],
-            };
-            [&l.qkv, &l.o].into_iter().chain(mlp)
-        });
+        let layers = self.layers.iter().flat_map(DLayer::groups);
         self.project_in
             .iter()
             .chain(self.project_out.iter())
@@ -171,25 +283,77 @@ impl DeviceModel {
         self.groups().find_map(|g| g.position(site).map(|p| (g, p)))
     }
 
-    /// Device bytes of all weights.
+    /// Device bytes of all weights: resident tensors and the stream buffers.
     pub fn bytes(&self) -> usize {
         let norms =
             |n: &DNorm| n.w.as_ref().map_or(0, DBuf::bytes) + n.b.as_ref().map_or(0, DBuf::bytes);
+        let group = |g: &GroupLinear| g.w.bytes() + g.bias.as_ref().map_or(0, DBuf::bytes);
         let mut total = self.embed.bytes()
             + self.pos.as_ref().map_or(0, DBuf::bytes)
             + self.head.as_ref().map_or(0, DBuf::bytes)
-            + self.final_norm.as_ref().map_or(0, norms);
-        for g in self.groups() {
-            total += g.w.bytes() + g.bias.as_ref().map_or(0, DBuf::bytes);
-        }
-        for l in &self.layers {
+            + self.final_norm.as_ref().map_or(0, norms)
+            + self
+                .project_in
+                .iter()
+                .chain(&self.project_out)
+                .map(group)
+                .sum::<usize>();
+        for l in &self.layers[..self.residency.resident] {
             total += norms(&l.attn_norm) + norms(&l.mlp_norm);
+            total += l.groups().into_iter().map(group).sum::<usize>();
         }
-        total
+        total + self.stream.as_ref().map_or(0, LayerStream::device_bytes)
+    }
+
+    /// Whether layer `li`'s weights stream from the host.
+    pub fn streams(&self, li: usize) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.holds(li))
+    }
+
+    /// Whether `g`'s weights are on the device all the time.
+    pub fn resident(&self, g: &GroupLinear) -> bool {
+        g.sites[0].layer.is_none_or(|li| !self.streams(li))
+    }
+
+    /// Makes layer `li`'s weights readable on the device now (a streamed layer is copied into
+    /// its buffer, where it stays until the buffer's next layer comes).
+    pub(crate) fn load_layer(&self, dev: &CudaDevice, li: usize) -> Result<()> {
+        match &self.stream {
+            Some(s) if s.holds(li) => s.load(dev, li),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `edit` on every GEMM, in [`DeviceModel::groups`] order, with its weights on the
+    /// device, and keeps what it wrote: a streamed layer is loaded into its buffer first and
+    /// written back to its host copy after.
+    pub(crate) fn edit_groups(
+        &mut self,
+        dev: &CudaDevice,
+        edit: &mut dyn FnMut(&GroupLinear) -> Result<()>,
+    ) -> Result<()> {
+        let first = self.residency.resident;
+        for g in self
+            .groups()
+            .filter(|g| g.sites[0].layer.is_none_or(|l| l < first))
+        {
+            edit(g)?;
+        }
+        for li in first..self.layers.len() {
+            self.load_layer(dev, li)?;
+            for g in self.layers[li].groups() {
+                edit(g)?;
+            }
+            if let Some(s) = self.stream.as_mut() {
+                s.store(dev, li)?;
+            }
+        }
+        Ok(())
     }
 
     /// Uploads (or synthesises) the weights. `adapter(site)` says whether the family carries a
-    /// rank-`aug.rank` adapter at `site`.
+    /// rank-`aug.rank` adapter at `site`. Under a `budget` of device bytes for the weights, the
+    /// layers that do not fit stream from host memory ([`Residency::plan`]).
     pub fn build(
         dev: &CudaDevice,
         config: &ModelConfig,
@@ -197,17 +361,26 @@ impl DeviceModel {
         source: Source<'_>,
         aug: AugSpec,
         adapter: &dyn Fn(Site) -> bool,
+        budget: Option<usize>,
     ) -> Result<DeviceModel> {
         let c = config;
         if let Source::Host(m) = &source {
             crate::backend::validate::model_shapes(m)?;
         }
+        let residency = Residency::plan(
+            fixed_bytes(c, dtype),
+            layer_bytes(c, dtype, aug, adapter),
+            c.num_layers,
+            budget,
+        )?;
         let b = Builder {
             dev,
+            config: c,
             dtype,
             source: &source,
             aug,
             adapter,
+            place: Place::Own,
         };
         let e = c.embed_dim;
         let embed = b.tensor(Param::Embed, c.vocab_size, e, |m| Some(&m.embed))?;
@@ -231,34 +404,33 @@ impl DeviceModel {
             None
         };
         let h = c.hidden_size;
-        let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let mut stream = match residency.streamed() {
+            0 => None,
+            _ => Some(LayerStream::new(
+                dev,
+                residency.resident,
+                residency.layer_bytes,
+            )?),
+        };
         let mut layers = Vec::with_capacity(c.num_layers);
         for li in 0..c.num_layers {
-            let s = |slot| Site::layer(li, slot);
-            let qkv = b.group(&[s(Slot::Q), s(Slot::K), s(Slot::V)], h, &[qd, kvd, kvd])?;
-            let o = b.group(&[s(Slot::O)], qd, &[h])?;
-            let mlp = match c.arch {
-                Arch::Llama => DMlp::Gated {
-                    gate_up: b.group(
-                        &[s(Slot::Gate), s(Slot::Up)],
-                        h,
-                        &[c.intermediate_size, c.intermediate_size],
-                    )?,
-                    down: b.group(&[s(Slot::Down)], c.intermediate_size, &[h])?,
-                    inter: c.intermediate_size,
-                },
-                Arch::Opt => DMlp::Plain {
-                    fc1: b.group(&[s(Slot::Fc1)], h, &[c.intermediate_size])?,
-                    fc2: b.group(&[s(Slot::Fc2)], c.intermediate_size, &[h])?,
-                },
-            };
-            layers.push(DLayer {
-                attn_norm: b.norm(NormSite::Attn(li), h, c)?,
-                qkv,
-                o,
-                mlp_norm: b.norm(NormSite::Mlp(li), h, c)?,
-                mlp,
-            });
+            match stream.as_mut().filter(|_| li >= residency.resident) {
+                None => layers.push(b.layer(li)?),
+                // Built in its buffer (the same kernels and roundings as a resident layer),
+                // then kept on the host; its tensors point into the buffer it lands in.
+                Some(s) => {
+                    let buffer = s.buffer(li);
+                    buffer.reset();
+                    layers.push(
+                        Builder {
+                            place: Place::In(buffer),
+                            ..b
+                        }
+                        .layer(li)?,
+                    );
+                    s.keep(dev, li)?;
+                }
+            }
         }
         let has_final = match c.arch {
             Arch::Llama => true,
@@ -284,19 +456,59 @@ impl DeviceModel {
             layers,
             final_norm,
             head,
+            residency,
+            stream,
         })
     }
 }
 
+#[derive(Clone, Copy)]
 struct Builder<'a> {
     dev: &'a CudaDevice,
+    config: &'a ModelConfig,
     dtype: DType,
     source: &'a Source<'a>,
     aug: AugSpec,
     adapter: &'a dyn Fn(Site) -> bool,
+    /// Where the tensors are allocated.
+    place: Place<'a>,
 }
 
 impl Builder<'_> {
+    fn layer(&self, li: usize) -> Result<DLayer> {
+        let c = self.config;
+        let [qkv, o, mlp_in, mlp_out] =
+            layer_groups(c, li).map(|g| self.group(&g.sites, g.k, &g.outs));
+        let (qkv, o, mlp_in, mlp_out) = (qkv?, o?, mlp_in?, mlp_out?);
+        let mlp = match c.arch {
+            Arch::Llama => DMlp::Gated {
+                gate_up: mlp_in,
+                down: mlp_out,
+                inter: c.intermediate_size,
+            },
+            Arch::Opt => DMlp::Plain {
+                fc1: mlp_in,
+                fc2: mlp_out,
+            },
+        };
+        let h = c.hidden_size;
+        Ok(DLayer {
+            attn_norm: self.norm(NormSite::Attn(li), h, c)?,
+            qkv,
+            o,
+            mlp_norm: self.norm(NormSite::Mlp(li), h, c)?,
+            mlp,
+        })
+    }
+
+    fn zeros(&self, dtype: DType, len: usize) -> Result<DBuf> {
+        DBuf::zeros_at(self.dev, self.place, dtype, len)
+    }
+
+    fn upload(&self, dtype: DType, host: &[f32]) -> Result<DBuf> {
+        DBuf::from_f32_at(self.dev, self.place, dtype, host)
+    }
+
     fn normal(&self, seed: u64, tensor: u32, std: f32) -> Init {
         Init::Normal {
             seed,
@@ -321,10 +533,10 @@ impl Builder<'_> {
                         "the model has no {p:?} tensor but its config needs one"
                     ))
                 })?;
-                DBuf::from_f32(self.dev, self.dtype, data)
+                self.upload(self.dtype, data)
             }
             Source::Synthetic { seed, std } => {
-                let buf = DBuf::zeros(self.dev, self.dtype, rows * cols)?;
+                let buf = self.zeros(self.dtype, rows * cols)?;
                 init(
                     self.dev,
                     buf.view(),
@@ -342,8 +554,7 @@ impl Builder<'_> {
         let adapters: Vec<usize> = (0..sites.len())
             .filter(|&g| (self.adapter)(sites[g]))
             .collect();
-        let extra = adapters.len() * self.aug.block();
-        let ld = (k + extra).next_multiple_of(8);
+        let ld = group_ld(k, adapters.len(), self.aug);
         let out: usize = outs.iter().sum();
         let (w, bias) = match self.source {
             Source::Host(m) => {
@@ -373,16 +584,16 @@ impl Builder<'_> {
                     }
                     row += o;
                 }
-                let w = DBuf::from_f32(self.dev, self.dtype, &host)?;
+                let w = self.upload(self.dtype, &host)?;
                 let bias = if any_bias {
-                    Some(DBuf::from_f32(self.dev, DType::F32, &bias)?)
+                    Some(self.upload(DType::F32, &bias)?)
                 } else {
                     None
                 };
                 (w, bias)
             }
             Source::Synthetic { seed, std } => {
-                let w = DBuf::zeros(self.dev, self.dtype, out * ld)?;
+                let w = self.zeros(self.dtype, out * ld)?;
                 let mut row = 0;
                 for (&site, &o) in sites.iter().zip(outs) {
                     let how = self.normal(*seed, Param::Weight(site).tensor_id(), *std);
@@ -418,22 +629,22 @@ impl Builder<'_> {
                     .ok_or_else(|| Error::Config(format!("the model has no norm at {site:?}")))?;
                 (
                     n.w.as_ref()
-                        .map(|w| DBuf::from_f32(self.dev, self.dtype, w))
+                        .map(|w| self.upload(self.dtype, w))
                         .transpose()?,
                     n.b.as_ref()
-                        .map(|b| DBuf::from_f32(self.dev, self.dtype, b))
+                        .map(|b| self.upload(self.dtype, b))
                         .transpose()?,
                 )
             }
             Source::Synthetic { .. } => {
                 let ones = |v: f32| -> Result<DBuf> {
-                    let buf = DBuf::zeros(self.dev, self.dtype, width)?;
+                    let buf = self.zeros(self.dtype, width)?;
                     init(self.dev, buf.view(), 1, width, width, Init::Const(v))?;
                     Ok(buf)
                 };
                 let w = if affine { Some(ones(1.0)?) } else { None };
                 let b = if affine && kind == NormKind::Layer {
-                    Some(DBuf::zeros(self.dev, self.dtype, width)?)
+                    Some(self.zeros(self.dtype, width)?)
                 } else {
                     None
                 };

@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use rayon::prelude::*;
 use zo_emu::GuardedVec;
 
-use super::{Alloc, DeviceApi};
+use super::{Alloc, Arrival, DeviceApi, Pinned};
 use crate::backend::cuda::gemm::GemmShape;
 use crate::backend::cuda::kernels::LaunchDims;
 use crate::backend::cuda::DType;
@@ -134,4 +134,39 @@ impl DeviceApi for Emu {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+
+    fn pinned(&self, bytes: usize) -> Result<Pinned> {
+        let mut buf = vec![0u8; bytes.max(1)].into_boxed_slice();
+        let ptr = buf.as_mut_ptr();
+        Ok(Pinned::new(ptr, bytes, Box::new(buf)))
+    }
+
+    unsafe fn stream_in(&self, dst: u64, src: &[u8]) -> Result<Arrival> {
+        // The copy happens when it is waited for, the latest a GPU could finish it: a forward
+        // that touched the destination before waiting reads the previous contents and fails
+        // its comparison with the resident path.
+        let copy = DeferredCopy {
+            dst,
+            src: src.as_ptr() as u64,
+            bytes: src.len(),
+        };
+        Ok(Arrival(Box::new(copy)))
+    }
+
+    fn arrive(&self, arrival: Arrival) -> Result<()> {
+        let c = arrival
+            .0
+            .downcast::<DeferredCopy>()
+            .map_err(|_| Error::Cuda("an arrival of another device".into()))?;
+        // SAFETY: stream_in's contract keeps both ranges alive until the arrival is waited for.
+        unsafe { std::ptr::copy_nonoverlapping(c.src as *const u8, c.dst as *mut u8, c.bytes) };
+        Ok(())
+    }
+}
+
+/// A copy [`Emu::stream_in`] queued: addresses as plain integers (host memory both sides).
+struct DeferredCopy {
+    dst: u64,
+    src: u64,
+    bytes: usize,
 }

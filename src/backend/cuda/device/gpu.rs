@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
 
 use super::cublaslt::Gemm;
-use super::{Alloc, DeviceApi};
+use super::{Alloc, Arrival, DeviceApi, Pinned};
 use crate::backend::cuda::gemm::GemmShape;
 use crate::backend::cuda::kernels::LaunchDims;
 use crate::{Error, Result};
@@ -39,6 +39,82 @@ pub(super) struct Gpu {
     /// (kernel, bytes) pairs whose dynamic shared memory limit has been raised.
     smem_opt_in: Mutex<HashSet<(&'static str, u32)>>,
     gemm: OnceLock<Gemm>,
+    /// The stream host-to-device weight copies run on beside the compute stream (created on
+    /// first use).
+    copy: OnceLock<CopyStream>,
+}
+
+/// A non-blocking stream (it does not wait for the legacy default stream the compute work is
+/// on), destroyed with the value.
+struct CopyStream {
+    ctx: Arc<CudaContext>,
+    /// The `CUstream`, as an integer so the value is Send and Sync.
+    stream: usize,
+}
+
+impl Drop for CopyStream {
+    fn drop(&mut self) {
+        // SAFETY: the stream was created in this context and nothing uses it after the owner
+        // is dropped. A failure cannot be reported from a destructor; the context goes too.
+        unsafe {
+            let _ = self.ctx.bind_to_thread();
+            let _ = result::stream::destroy(self.stream as sys::CUstream);
+        }
+    }
+}
+
+/// A CUDA event destroyed with the value (the driver releases a pending one when it completes).
+struct Event {
+    ctx: Arc<CudaContext>,
+    event: usize,
+}
+
+impl Event {
+    /// A new event recorded on `stream`.
+    fn record(ctx: &Arc<CudaContext>, stream: sys::CUstream) -> Result<Event> {
+        ctx.bind_to_thread()
+            .map_err(cuda_err("binding the CUDA context"))?;
+        let ev = result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)
+            .map_err(cuda_err("creating a CUDA event"))?;
+        let event = Event {
+            ctx: ctx.clone(),
+            event: ev as usize,
+        };
+        // SAFETY: both the event and the stream are live in this context.
+        unsafe { result::event::record(ev, stream) }.map_err(cuda_err("recording an event"))?;
+        Ok(event)
+    }
+
+    fn cu(&self) -> sys::CUevent {
+        self.event as sys::CUevent
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: the event is this value's; destroying a pending event is allowed.
+        unsafe {
+            let _ = self.ctx.bind_to_thread();
+            let _ = result::event::destroy(self.cu());
+        }
+    }
+}
+
+/// Page-locked host memory from cuMemHostAlloc, freed with the value.
+struct HostAlloc {
+    ctx: Arc<CudaContext>,
+    ptr: usize,
+}
+
+impl Drop for HostAlloc {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from cuMemHostAlloc in this context; the owner's contract
+        // (stream_in's) has every copy from it finished before it is dropped.
+        unsafe {
+            let _ = self.ctx.bind_to_thread();
+            let _ = result::free_host(self.ptr as *mut c_void);
+        }
+    }
 }
 
 /// How many GPUs the CUDA driver reports (0 without a driver).
@@ -86,7 +162,23 @@ impl Gpu {
             functions: Mutex::new(HashMap::new()),
             smem_opt_in: Mutex::new(HashSet::new()),
             gemm: OnceLock::new(),
+            copy: OnceLock::new(),
         })
+    }
+
+    fn copy_stream(&self) -> Result<sys::CUstream> {
+        if let Some(c) = self.copy.get() {
+            return Ok(c.stream as sys::CUstream);
+        }
+        self.bind()?;
+        let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(cuda_err("creating the copy stream"))?;
+        let made = CopyStream {
+            ctx: self.ctx.clone(),
+            stream: stream as usize,
+        };
+        // A concurrent caller may have won the race; the loser's stream is destroyed.
+        Ok(self.copy.get_or_init(|| made).stream as sys::CUstream)
     }
 
     /// The embedded kernel module, loaded on first use.
@@ -305,9 +397,66 @@ impl DeviceApi for Gpu {
     }
 
     fn synchronize(&self) -> Result<()> {
+        if let Some(c) = self.copy.get() {
+            self.bind()?;
+            // SAFETY: the copy stream is live while `self` is.
+            unsafe { result::stream::synchronize(c.stream as sys::CUstream) }
+                .map_err(cuda_err("synchronising the copy stream"))?;
+        }
         self.stream
             .synchronize()
             .map_err(cuda_err("synchronising the stream"))
+    }
+
+    fn pinned(&self, bytes: usize) -> Result<Pinned> {
+        let bytes = bytes.max(1);
+        self.bind()?;
+        // SAFETY: flags 0: plain page-locked memory (host reads stay fast, unlike write-combined).
+        let ptr = unsafe { result::malloc_host(bytes, 0) }.map_err(cuda_err(format!(
+            "page-locking {} MiB of host memory",
+            bytes.div_ceil(1 << 20)
+        )))? as *mut u8;
+        let owner = HostAlloc {
+            ctx: self.ctx.clone(),
+            ptr: ptr as usize,
+        };
+        // SAFETY: the allocation holds `bytes` bytes; zeroing makes them initialised.
+        unsafe { std::ptr::write_bytes(ptr, 0, bytes) };
+        Ok(Pinned::new(ptr, bytes, Box::new(owner)))
+    }
+
+    unsafe fn stream_in(&self, dst: u64, src: &[u8]) -> Result<Arrival> {
+        let copy = self.copy_stream()?;
+        // The copy may overwrite what the compute stream's queued work still reads.
+        let freed = Event::record(&self.ctx, self.stream.cu_stream())?;
+        // SAFETY: both are live; the caller's contract covers `dst` and `src`.
+        unsafe {
+            result::stream::wait_event(
+                copy,
+                freed.cu(),
+                sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+            )
+            .map_err(cuda_err("ordering a copy after compute"))?;
+            result::memcpy_htod_async(dst, src, copy).map_err(cuda_err("streaming to the GPU"))?;
+        }
+        Ok(Arrival(Box::new(Event::record(&self.ctx, copy)?)))
+    }
+
+    fn arrive(&self, arrival: Arrival) -> Result<()> {
+        let ev = arrival
+            .0
+            .downcast::<Event>()
+            .map_err(|_| Error::Cuda("an arrival of another device".into()))?;
+        self.bind()?;
+        // SAFETY: the event and the compute stream are live in this context.
+        unsafe {
+            result::stream::wait_event(
+                self.stream.cu_stream(),
+                ev.cu(),
+                sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+            )
+        }
+        .map_err(cuda_err("waiting for a copy"))
     }
 }
 

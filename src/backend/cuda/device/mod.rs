@@ -37,7 +37,7 @@ pub(crate) struct Alloc {
 }
 
 impl Alloc {
-    fn new(ptr: u64, bytes: usize, owner: Box<dyn Send + Sync>) -> Alloc {
+    pub(crate) fn new(ptr: u64, bytes: usize, owner: Box<dyn Send + Sync>) -> Alloc {
         Alloc {
             ptr,
             bytes,
@@ -45,7 +45,55 @@ impl Alloc {
             _tracked: Tracked::new(bytes),
         }
     }
+
+    /// A range inside an allocation `owner` keeps alive and the totals count already.
+    pub(crate) fn within(ptr: u64, bytes: usize, owner: Box<dyn Send + Sync>) -> Alloc {
+        Alloc {
+            ptr,
+            bytes,
+            _owner: owner,
+            _tracked: Tracked::new(0),
+        }
+    }
 }
+
+/// Host memory a device copies from asynchronously: page-locked on a GPU (so a copy runs at the
+/// bus's speed while the host goes on), plain host memory under emulation.
+pub(crate) struct Pinned {
+    ptr: *mut u8,
+    bytes: usize,
+    _owner: Box<dyn Send + Sync>,
+}
+
+// SAFETY: the memory is owned by `_owner` for the value's lifetime and reached only through
+// `&self` / `&mut self`, as a Vec<u8> would be.
+unsafe impl Send for Pinned {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Pinned {}
+
+impl Pinned {
+    pub(crate) fn new(ptr: *mut u8, bytes: usize, owner: Box<dyn Send + Sync>) -> Pinned {
+        Pinned {
+            ptr,
+            bytes,
+            _owner: owner,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr + bytes` is owned by `_owner` and initialised at allocation.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.bytes) }
+    }
+}
+
+/// A host-to-device copy in flight on the copy stream ([`DeviceApi::stream_in`]); the compute
+/// stream may touch its destination only after [`DeviceApi::arrive`].
+pub(crate) struct Arrival(pub(crate) Box<dyn std::any::Any + Send + Sync>);
 
 /// What a device implements. Addresses are the device's own (`u64`, as kernels receive them);
 /// every operation is ordered after the ones issued before it, as on one CUDA stream.
@@ -96,6 +144,18 @@ pub(crate) trait DeviceApi: Send + Sync {
         bias: Option<u64>,
     ) -> Result<()>;
     fn synchronize(&self) -> Result<()>;
+    /// `bytes` bytes of zeroed host memory the device copies from asynchronously.
+    fn pinned(&self, bytes: usize) -> Result<Pinned>;
+    /// Copies `src` to `dst` on a second (copy) stream, after every operation issued before on
+    /// the compute stream, so that compute goes on while the bytes cross the bus.
+    ///
+    /// # Safety
+    /// `dst..dst + src.len()` lies inside one live allocation of this device, and `src` (page
+    /// locked on a GPU, from [`DeviceApi::pinned`]) stays alive and unwritten until the
+    /// arrival has been waited for and the device synchronised.
+    unsafe fn stream_in(&self, dst: u64, src: &[u8]) -> Result<Arrival>;
+    /// Orders every later operation of the compute stream after the copy of `arrival`.
+    fn arrive(&self, arrival: Arrival) -> Result<()>;
     /// Makes every later launch a plain enqueue: loads and resolves the kernels ahead (a GPU),
     /// nothing to do (emulation).
     fn prepare(&self) -> Result<()> {

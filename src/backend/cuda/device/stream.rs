@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{result, sys};
 
 use super::gpu::Gpu;
-use super::{Alloc, DeviceApi};
+use super::{Alloc, Arrival, DeviceApi, Pinned};
 use crate::backend::cuda::gemm::GemmShape;
 use crate::backend::cuda::kernels::LaunchDims;
 use crate::{Error, Result};
@@ -147,5 +147,17 @@ impl DeviceApi for OnStream {
     fn synchronize(&self) -> Result<()> {
         // Launches stay asynchronous (and capturable): waiting is the caller's to do.
         refuse("synchronising")
+    }
+
+    fn pinned(&self, _bytes: usize) -> Result<Pinned> {
+        refuse("allocating host memory")
+    }
+
+    unsafe fn stream_in(&self, _dst: u64, _src: &[u8]) -> Result<Arrival> {
+        refuse("copying to the device")
+    }
+
+    fn arrive(&self, _arrival: Arrival) -> Result<()> {
+        refuse("waiting for a copy")
     }
 }
