@@ -403,7 +403,7 @@ impl Forward<'_> {
             region(dev, "shrink", || self.shrink(&layer.o, ao, t, pb))?;
             region(dev, "gemm.o", || gemm(b, &layer.o, ao, t, x, h, true))?;
             // MLP block.
-            let (first, second) = mlp_pair(&layer.mlp);
+            let [_, _, first, second] = layer.groups();
             let xm = ws.view("xm", t * first.ld);
             region(dev, "norm", || norm(b, &layer.mlp_norm, x, t, xm, first.ld))?;
             region(dev, "shrink", || self.shrink(first, xm, t, pb))?;
@@ -601,13 +601,6 @@ impl LayerLanding {
             self.pending.push((next, s.fetch(&b.dev, next)?));
         }
         Ok(())
-    }
-}
-
-fn mlp_pair(mlp: &DMlp) -> (&GroupLinear, &GroupLinear) {
-    match mlp {
-        DMlp::Gated { gate_up, down, .. } => (gate_up, down),
-        DMlp::Plain { fc1, fc2 } => (fc1, fc2),
     }
 }
 
