@@ -95,6 +95,11 @@ __device__ void zo_norm_impl(ZoNormParams p, const uint32_t* __restrict__ row_id
     const bool has_b = (p.flags & ZO_NORM_HAS_B) != 0;
     const bool in_place = (p.flags & ZO_NORM_IN_PLACE) != 0;
 
+    if (p.kind == ZO_NORM_NONE) {
+        // A post-LN model's residual is already normalised: only the rounding to T remains.
+        for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) o[c] = zo_from_f32<T>(xr[c]);
+        return;
+    }
     if (p.kind == ZO_NORM_RMS) {
         float s = 0.0f;
         for (uint32_t c = threadIdx.x; c < p.width; c += blockDim.x) {

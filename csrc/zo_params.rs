@@ -19,6 +19,7 @@ pub const ZO_EMBED_TOKENS: u32 = 1;
 pub const ZO_EMBED_POSITIONS: u32 = 2;
 pub const ZO_NORM_RMS: u32 = 0;
 pub const ZO_NORM_LAYER: u32 = 1;
+pub const ZO_NORM_NONE: u32 = 2;
 pub const ZO_NORM_HAS_W: u32 = 1;
 pub const ZO_NORM_HAS_B: u32 = 2;
 pub const ZO_NORM_GATHER: u32 = 4;

@@ -57,6 +57,12 @@ fn rounded(model: &Model, dtype: DType) -> Model {
             }
         }
     }
+    for lin in [m.project_in.as_mut(), m.project_out.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        lin.w.iter_mut().for_each(|w| *w = dtype.round(*w));
+    }
     m.embed.iter_mut().for_each(|w| *w = dtype.round(*w));
     m
 }
@@ -490,6 +496,109 @@ fn dense_in_place_is_bit_exact() {
                 }
             }
         }
+    }
+}
+
+/// OPT-350m's layout (post-LN, project_in/out, no final norm) against the CPU: base log-probs
+/// in f32 and bf16; lowrank and lora steps with updates; the in-place dense perturbation of
+/// project_in bit for bit; greedy decoding.
+#[test]
+fn post_ln_opt_with_projections_matches_the_cpu() {
+    use zo::model::{Site, Slot};
+    for (dev, target) in targets("post_ln_opt_with_projections_matches_the_cpu") {
+        let model = tiny(ModelConfig::tiny_opt_post_ln());
+        assert!(model.project_in.is_some() && model.final_norm.is_none());
+        let plan = base_plan(&model);
+        for (dtype, abs, rel) in [(DType::F32, F32_TOL, F32_TOL), (DType::Bf16, 0.05, 0.02)] {
+            let gpu = CudaBackend::new(&model, None, &opts(target, dtype, 1)).unwrap();
+            let lp = gpu.score(&plan).unwrap().query_logprobs;
+            let cpu = CpuBackend::new(rounded(&model, dtype))
+                .score(&plan)
+                .unwrap();
+            compare(
+                &lp,
+                &cpu.query_logprobs,
+                abs,
+                rel,
+                &format!("{dev}: {dtype}"),
+            );
+        }
+
+        for fam in [lozo(None), mezo_lora(vec![Slot::Q, Slot::Fc2])] {
+            let what = format!("{dev}: {}", fam.name());
+            let mut gpu = CudaBackend::new_seeded(
+                &model,
+                Some((&fam, Dist::Gaussian)),
+                3,
+                &opts(target, DType::F32, 2),
+            )
+            .unwrap();
+            let family = zo::perturb::build(&fam, Dist::Gaussian, &model, 3).unwrap();
+            let mut cpu = CpuBackend::with_family(model.clone(), family);
+            let ucfg = zo::perturb::UpdateConfig {
+                dist: Dist::Gaussian,
+                weight_decay: 0.0,
+                rule: Default::default(),
+            };
+            for step in 0..4u64 {
+                gpu.begin_step(step, None).unwrap();
+                cpu.begin_step(step, None);
+                let seeds = [500 + step, 600 + step];
+                let plan = Plan::build(
+                    &examples(model.config.vocab_size as u32),
+                    &variants(&seeds, 5e-2),
+                )
+                .unwrap();
+                let g = gpu.score(&plan).unwrap().query_logprobs;
+                let c = cpu.score(&plan).unwrap().query_logprobs;
+                compare(&g, &c, F32_TOL, F32_TOL, &format!("{what}: step {step}"));
+                if step == 0 {
+                    assert_variants_move(&plan, &c, 10.0 * F32_TOL, &what);
+                }
+                let rec = zo::perturb::StepRecord {
+                    step,
+                    seeds: seeds.to_vec(),
+                    grads: vec![3.0, -2.0],
+                    lr: 5e-2,
+                    period_seed: None,
+                };
+                gpu.update(&rec, &ucfg).unwrap();
+                cpu.update(&rec, &ucfg).unwrap();
+            }
+        }
+
+        let dense = FamilyConfig::Dense { in_place: true };
+        let mut gpu = CudaBackend::new(
+            &model,
+            Some((&dense, Dist::Gaussian)),
+            &opts(target, DType::Bf16, 1),
+        )
+        .unwrap();
+        let mut host = rounded(&model, DType::Bf16);
+        gpu.perturb_in_place(9, 1e-3, Dist::Gaussian).unwrap();
+        zo::perturb::dense::perturb_in_place(&mut host, 9, 1e-3, Dist::Gaussian);
+        let (w, _, ld) = gpu.group_weights(Site::model(Slot::ProjectIn)).unwrap();
+        let pi = host.project_in.as_ref().unwrap();
+        for i in 0..pi.out_dim {
+            for j in 0..pi.in_dim {
+                let want = DType::Bf16.round(pi.w[i * pi.in_dim + j]);
+                assert_eq!(
+                    w[i * ld + j].to_bits(),
+                    want.to_bits(),
+                    "{dev}: project_in[{i}][{j}]"
+                );
+            }
+        }
+
+        let batch = decode_batch(
+            model.config.vocab_size as u32,
+            &[Variant::BASE],
+            zo::backend::decode::Sampling::Greedy,
+        );
+        let gpu = CudaBackend::new(&model, None, &opts(target, DType::F32, 1)).unwrap();
+        let g = decode_run(&gpu, batch.clone(), 6);
+        let c = decode_run(&CpuBackend::new(model.clone()), batch, 6);
+        assert_eq!(g, c, "{dev}: greedy tokens");
     }
 }
 

@@ -177,6 +177,64 @@ fn ops_take_views_at_a_column_offset() {
     }
 }
 
+/// The cast of a post-LN residual into a GEMM input, whole and gathered: each written element
+/// is the fp32 value rounded to the storage type (the encoder's rounding, ties, subnormals and
+/// specials included), a gathered index past the input gives a NaN row, and nothing outside
+/// the written columns changes.
+#[test]
+fn casts_round_rows_bit_for_bit() {
+    let (rows, width, ld_in, ld_out) = (6, 37, 40, 48);
+    let mut x = gaussian(43, rows * ld_in, 3.0);
+    // A bf16 tie, an f16 subnormal, an overflow past f16, both infinities and a NaN.
+    x[..6].copy_from_slice(&[
+        1.0 + 2f32.powi(-8),
+        3e-6,
+        1e5,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ]);
+    let gather = [5u32, 0, 5, rows as u32, 2];
+    for (name, dev) in devices("casts_round_rows_bit_for_bit") {
+        let d_x = f32s(&dev, &x);
+        for t in DTYPES {
+            for picked in [None, Some(&gather[..])] {
+                let n_out = picked.map_or(rows, <[u32]>::len);
+                let out = up_bytes(&dev, t, &vec![SENTINEL; n_out * ld_out * t.size()]);
+                let shape = RowShape::dense(n_out, width).with_ld(ld_in, ld_out);
+                let idx = picked.map(|g| DBuf::from_words(&dev, g).unwrap());
+                ops::cast_rows(
+                    &dev,
+                    shape,
+                    idx.as_ref().map(DBuf::view),
+                    d_x.view(),
+                    out.view(),
+                )
+                .unwrap();
+                let got = out.to_bytes(&dev).unwrap();
+                let what = format!("{name}: {t} gather {}", picked.is_some());
+                check_untouched(&what, &got, t.size(), width, ld_out, n_out);
+                for r in 0..n_out {
+                    let src = picked.map_or(r, |g| g[r] as usize);
+                    let at = r * ld_out * t.size();
+                    let row = &got[at..at + width * t.size()];
+                    if src < rows {
+                        let want = encode(t, &x[src * ld_in..][..width]);
+                        assert_eq!(row, &want[..], "{what}: row {r}");
+                    } else {
+                        assert!(
+                            decode(t, row).iter().all(|v| v.is_nan()),
+                            "{what}: row {r} is not NaN"
+                        );
+                    }
+                }
+            }
+        }
+        // The input is read, never written.
+        assert_bits(&format!("{name}: input"), &d_x.to_f32(&dev).unwrap(), &x);
+    }
+}
+
 #[test]
 fn bad_shapes_are_errors_not_launches() {
     for (name, dev) in devices("bad_shapes_are_errors_not_launches") {

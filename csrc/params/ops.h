@@ -24,6 +24,7 @@ typedef struct ZoEmbedParams {
 /* Norm kinds (ZoNormParams.kind). */
 #define ZO_NORM_RMS 0u   /* w * (x * rsqrt(mean(x^2) + eps)) (+ b) */
 #define ZO_NORM_LAYER 1u /* (x - mean) / sqrt(var + eps) * w + b, biased variance */
+#define ZO_NORM_NONE 2u  /* y = x: the row rounded to T (post-LN models' GEMM inputs) */
 
 /* ZoNormParams.flags. */
 #define ZO_NORM_HAS_W 1u    /* multiply by w (else weight 1) */
@@ -39,7 +40,7 @@ typedef struct ZoNormParams {
     uint32_t ld_in;
     uint32_t ld_out;
     uint32_t n_src_rows;
-    uint32_t kind;  /* ZO_NORM_RMS / ZO_NORM_LAYER */
+    uint32_t kind;  /* ZO_NORM_RMS / ZO_NORM_LAYER / ZO_NORM_NONE (no w, b or in place) */
     uint32_t flags; /* ZO_NORM_* */
     float eps;
 } ZoNormParams;

@@ -1,7 +1,7 @@
 //! Which configurations the CUDA backend runs: the one place that decides it, asked by the
 //! backend before it allocates anything and by `zo-run` when it picks a device.
 
-use crate::model::{Arch, ModelConfig};
+use crate::model::ModelConfig;
 use crate::perturb::FamilyConfig;
 
 /// Largest head dimension the prefill attention kernels take.
@@ -41,12 +41,6 @@ pub fn refusal(
         );
     }
     let m = model?;
-    if m.arch == Arch::Opt && (m.embed_dim != m.hidden_size || !m.pre_norm) {
-        return Some(
-            "the CUDA backend runs pre-LN OPT without project_in/out (every OPT size but 350m)"
-                .into(),
-        );
-    }
     if m.head_dim > MAX_HEAD_DIM {
         return Some(format!(
             "head_dim {} exceeds the {MAX_HEAD_DIM} the CUDA attention kernels take",
@@ -74,12 +68,14 @@ mod tests {
             .unwrap()
             .contains("fused variants"));
         assert!(refusal(Some(&lora), false, None).unwrap().contains("adam"));
-        let post_ln = ModelConfig {
-            pre_norm: false,
-            ..ModelConfig::tiny_opt()
+        let opt_350m = ModelConfig::tiny_opt_post_ln();
+        assert_eq!(refusal(None, true, Some(&opt_350m)), None);
+        let wide_heads = ModelConfig {
+            head_dim: MAX_HEAD_DIM + 8,
+            ..ModelConfig::tiny_llama()
         };
-        assert!(refusal(None, true, Some(&post_ln))
+        assert!(refusal(None, true, Some(&wide_heads))
             .unwrap()
-            .contains("350m"));
+            .contains("head_dim"));
     }
 }

@@ -311,9 +311,9 @@ impl Forward<'_> {
                 b.model.layers.len()
             )));
         }
-        let final_norm = b.model.final_norm.as_ref().ok_or_else(|| {
-            Error::Unsupported("models without a final norm on the CUDA backend".into())
-        })?;
+        // OPT-350m is post-LN: each block normalises the residual after adding to it, so the
+        // next GEMM reads the residual as it stands and there is no final norm.
+        let pre_norm = c.arch == Arch::Llama || c.pre_norm;
         let prefix = match &b.family {
             GpuFamily::Prefix(p) => Some(p),
             _ => None,
@@ -339,11 +339,16 @@ impl Forward<'_> {
         let mut landing = LayerLanding::start(b)?;
         for (li, (layer, &(k_cache, v_cache))) in b.model.layers.iter().zip(caches).enumerate() {
             landing.wait(b, li, &pb.segs)?;
-            // Attention block.
+            // Attention block. Post-LN: the previous layer's last norm wrote this input.
             let xa = ws.view("xa", t * layer.qkv.ld);
-            region(dev, "norm", || {
-                norm(b, &layer.attn_norm, x, t, xa, layer.qkv.ld)
-            })?;
+            if pre_norm {
+                region(dev, "norm", || {
+                    norm(b, &layer.attn_norm, x, t, xa, layer.qkv.ld)
+                })?;
+            } else if li == 0 {
+                let shape = RowShape::dense(t, h).with_ld(h, layer.qkv.ld);
+                region(dev, "cast", || ops::cast_rows(dev, shape, None, x, xa))?;
+            }
             region(dev, "shrink", || self.shrink(&layer.qkv, xa, t, pb))?;
             let qkv_w = layer.qkv.out;
             let qkv = ws.view("qkv", t * qkv_w);
@@ -405,7 +410,13 @@ impl Forward<'_> {
             // MLP block.
             let [_, _, first, second] = layer.groups();
             let xm = ws.view("xm", t * first.ld);
-            region(dev, "norm", || norm(b, &layer.mlp_norm, x, t, xm, first.ld))?;
+            if pre_norm {
+                region(dev, "norm", || norm(b, &layer.mlp_norm, x, t, xm, first.ld))?;
+            } else {
+                region(dev, "norm", || {
+                    norm_in_place(b, &layer.attn_norm, x, t, xm, first.ld)
+                })?;
+            }
             region(dev, "shrink", || self.shrink(first, xm, t, pb))?;
             let mid = ws.view("mid", t * first.out);
             region(dev, "gemm.mlp_in", || {
@@ -419,21 +430,39 @@ impl Forward<'_> {
             })?;
             region(dev, "shrink", || self.shrink(second, am, t, pb))?;
             region(dev, "gemm.mlp_out", || gemm(b, second, am, t, x, h, true))?;
+            if !pre_norm {
+                region(dev, "norm", || {
+                    norm_in_place(b, &layer.mlp_norm, x, t, xa, layer.qkv.ld)
+                })?;
+            }
             landing.refill(b, li)?;
         }
-        // Final norm at the scoring rows only, then the head on those rows.
+        // The scoring rows only from here: the final norm (or, post-LN, the residual as it
+        // is), OPT's project_out, then the head.
         let e = c.embed_dim;
         let ld_e = e.next_multiple_of(8);
         let hf = ws.view("hf", r * ld_e);
-        let shape = RowShape::dense(r, final_norm.width).with_ld(final_norm.width, ld_e);
-        ops::norm_gather(
-            dev,
-            &weights(final_norm),
-            shape,
-            pb.scoring_rows.view(),
-            x,
-            hf,
-        )?;
+        let po = b.model.project_out.as_ref();
+        let (rows_in, ld_in) = match po {
+            Some(po) => (ws.view("hpo", r * po.ld), po.ld),
+            None => (hf, ld_e),
+        };
+        let shape = RowShape::dense(r, h).with_ld(h, ld_in);
+        let scoring = pb.scoring_rows.view();
+        match &b.model.final_norm {
+            Some(n) => ops::norm_gather(dev, &weights(n), shape, scoring, x, rows_in)?,
+            None => ops::cast_rows(dev, shape, Some(scoring), x, rows_in)?,
+        }
+        if let Some(po) = po {
+            // No family puts adapter columns on the model-level projections.
+            debug_assert!(po.adapters.is_empty());
+            let y = ws.view("po_y", r * e);
+            region(dev, "gemm.project_out", || {
+                gemm(b, po, rows_in, r, y, e, false)
+            })?;
+            let shape = RowShape::dense(r, e).with_ld(e, ld_e);
+            ops::cast_rows(dev, shape, None, y, hf)?;
+        }
         let v = c.vocab_size;
         let logits = ws.view("logits", r * v);
         let head = GemmShape {
@@ -469,14 +498,24 @@ impl Forward<'_> {
             },
             offset: 2,
         });
-        ops::embed(
-            &self.b.dev,
-            c.hidden_size,
-            pb.tokens.slice(0..t),
-            words,
-            positions,
-            x,
-        )
+        let dev = &*self.b.dev;
+        let tokens = pb.tokens.slice(0..t);
+        let Some(pi) = &m.project_in else {
+            return ops::embed(dev, c.hidden_size, tokens, words, positions, x);
+        };
+        // OPT-350m: the embed_dim-wide token rows go through project_in, then the positions
+        // are added at the hidden width.
+        let e = c.embed_dim;
+        let xe = self.ws.view("xe", t * e);
+        ops::embed(dev, e, tokens, words, None, xe)?;
+        let xpi = self.ws.view("xpi", t * pi.ld);
+        ops::cast_rows(dev, RowShape::dense(t, e).with_ld(e, pi.ld), None, xe, xpi)?;
+        debug_assert!(pi.adapters.is_empty());
+        gemm(self.b, pi, xpi, t, x, c.hidden_size, false)?;
+        match positions {
+            Some(p) => ops::add_positions(dev, c.hidden_size, p, x),
+            None => Ok(()),
+        }
     }
 
     /// The adapter family's extra GEMM-input columns of `g` (nothing for groups without
@@ -508,6 +547,16 @@ fn workspace_need(
     ];
     if s.decode_ws > 0 {
         need.push(("decode_ws", DType::F32, s.decode_ws));
+    }
+    if c.arch == Arch::Opt && c.embed_dim != c.hidden_size {
+        // project_in's and project_out's inputs (no adapter columns) and outputs.
+        let (e, h) = (c.embed_dim, c.hidden_size);
+        need.extend([
+            ("xe", DType::F32, s.t * e),
+            ("xpi", dt, s.t * e.next_multiple_of(8)),
+            ("hpo", dt, s.rows * h.next_multiple_of(8)),
+            ("po_y", DType::F32, s.rows * e),
+        ]);
     }
     if s.slots > 0 {
         need.extend([
@@ -624,6 +673,20 @@ fn norm(
 ) -> Result<()> {
     let shape = RowShape::dense(t, n.width).with_ld(n.width, ld_out);
     ops::norm(&b.dev, &weights(n), shape, x, out)
+}
+
+/// OPT's post-LN: normalises the fp32 residual `x` in place and writes it to the next GEMM's
+/// input `out` (row stride `ld_out`).
+fn norm_in_place(
+    b: &CudaBackend,
+    n: &DNorm,
+    x: View<'_>,
+    t: usize,
+    out: View<'_>,
+    ld_out: usize,
+) -> Result<()> {
+    let shape = RowShape::dense(t, n.width).with_ld(n.width, ld_out);
+    ops::norm_in_place(&b.dev, &weights(n), shape, x, out)
 }
 
 /// `y (+)= x'·W'ᵀ (+ bias)` of one group over its augmented K.

@@ -217,7 +217,7 @@ pub fn norm(
 ) -> Result<()> {
     storage("norm input x", &x, DType::F32)?;
     check_rows("norm input x", x.len, shape.rows, shape.width, shape.ld_in)?;
-    launch_norm(dev, norm, shape, None, shape.rows, false, x, out)
+    launch_norm(dev, Some(norm), shape, None, shape.rows, false, x, out)
 }
 
 /// [`norm`] of gathered rows: output row `r` normalises row `rows[r]` of `x` (`shape.rows ==
@@ -240,7 +240,7 @@ pub fn norm_gather(
     storage("norm input x", &x, DType::F32)?;
     check_rows("norm input x", x.len, 0, shape.width, shape.ld_in)?;
     let n_src = rows_in(x.len, shape.width, shape.ld_in);
-    launch_norm(dev, norm, shape, Some(rows), n_src, false, x, out)
+    launch_norm(dev, Some(norm), shape, Some(rows), n_src, false, x, out)
 }
 
 /// OPT's post-LN: normalises rows of the fp32 residual `x` in place (stride `ld_in`) and
@@ -260,13 +260,45 @@ pub fn norm_in_place(
         shape.width,
         shape.ld_in,
     )?;
-    launch_norm(dev, norm, shape, None, shape.rows, true, x, out)
+    launch_norm(dev, Some(norm), shape, None, shape.rows, true, x, out)
+}
+
+/// Rows of the fp32 `x` (stride `ld_in`) rounded into the storage-type GEMM input `out`
+/// (stride `ld_out`, columns `[0, width)`), with no normalisation: a post-LN model's residual
+/// is already normalised where its next GEMM reads it. With `rows`, output row `r` is row
+/// `rows[r]` of `x` (`shape.rows == rows.len`; an index past the rows `x` holds gives a NaN
+/// row), as [`norm_gather`] picks the scoring rows.
+pub fn cast_rows(
+    dev: &CudaDevice,
+    shape: RowShape,
+    rows: Option<View<'_>>,
+    x: View<'_>,
+    out: View<'_>,
+) -> Result<()> {
+    storage("cast input x", &x, DType::F32)?;
+    let n_src = match rows {
+        Some(r) => {
+            if r.len != shape.rows {
+                return Err(Error::Data(format!(
+                    "cast gather: {} row indices for {} output rows",
+                    r.len, shape.rows
+                )));
+            }
+            check_rows("cast input x", x.len, 0, shape.width, shape.ld_in)?;
+            rows_in(x.len, shape.width, shape.ld_in)
+        }
+        None => {
+            check_rows("cast input x", x.len, shape.rows, shape.width, shape.ld_in)?;
+            shape.rows
+        }
+    };
+    launch_norm(dev, None, shape, rows, n_src, false, x, out)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn launch_norm(
     dev: &CudaDevice,
-    norm: &NormWeights<'_>,
+    norm: Option<&NormWeights<'_>>,
     shape: RowShape,
     rows: Option<View<'_>>,
     n_src: usize,
@@ -275,7 +307,8 @@ fn launch_norm(
     out: View<'_>,
 ) -> Result<()> {
     let dtype = out.dtype;
-    for (what, t) in [("norm weight", norm.w), ("norm bias", norm.b)] {
+    let (w, b) = norm.map_or((None, None), |n| (n.w, n.b));
+    for (what, t) in [("norm weight", w), ("norm bias", b)] {
         if let Some(t) = t {
             storage(what, &t, dtype)?;
             need(what, &t, shape.width)?;
@@ -288,17 +321,17 @@ fn launch_norm(
         shape.width,
         shape.ld_out,
     )?;
-    if !(norm.eps >= 0.0 && norm.eps.is_finite()) {
+    let eps = norm.map_or(0.0, |n| n.eps);
+    if !(eps >= 0.0 && eps.is_finite()) {
         return Err(Error::Data(format!(
-            "norm eps {} is not a finite eps >= 0",
-            norm.eps
+            "norm eps {eps} is not a finite eps >= 0"
         )));
     }
     let mut flags = 0;
-    if norm.w.is_some() {
+    if w.is_some() {
         flags |= ZO_NORM_HAS_W;
     }
-    if norm.b.is_some() {
+    if b.is_some() {
         flags |= ZO_NORM_HAS_B;
     }
     if rows.is_some() {
@@ -313,20 +346,21 @@ fn launch_norm(
         ld_in: shape.ld_in as u32,
         ld_out: shape.ld_out as u32,
         n_src_rows: check_u32("norm source rows", n_src)?,
-        kind: match norm.kind {
-            NormKind::Rms => ZO_NORM_RMS,
-            NormKind::Layer => ZO_NORM_LAYER,
+        kind: match norm.map(|n| n.kind) {
+            Some(NormKind::Rms) => ZO_NORM_RMS,
+            Some(NormKind::Layer) => ZO_NORM_LAYER,
+            None => ZO_NORM_NONE,
         },
         flags,
-        eps: norm.eps,
+        eps,
     };
     if shape.rows == 0 || shape.width == 0 {
         return Ok(());
     }
     let ptrs = [
         rows.map_or(0, |r| r.ptr()),
-        norm.w.map_or(0, |w| w.ptr()),
-        norm.b.map_or(0, |b| b.ptr()),
+        w.map_or(0, |w| w.ptr()),
+        b.map_or(0, |b| b.ptr()),
         x.ptr(),
         out.ptr(),
     ];
