@@ -110,6 +110,47 @@ extern "C" __global__ void zo_lowrank_momentum(ZoMomentumParams p, float* __rest
     }
 }
 
+// ZO-SGD momentum / ZO-Adam: one thread per Philox block (4 elements), as the seeded axpy, so
+// each element's draws come from one block per direction; the per-element sequence is the
+// host's (step_rule.rs), one explicit rounding per operation.
+extern "C" __global__ void zo_moments_update(ZoMomentsParams p, float* __restrict__ theta,
+                                             float* __restrict__ mom, float* __restrict__ var,
+                                             const ZoUpdateDir* __restrict__ dirs) {
+    const uint64_t blocks = (p.n + 3) >> 2;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
+        float g[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (uint32_t d = 0; d < p.dirs; d++) {
+            const ZoUpdateDir dir = dirs[d];
+            float z[4];
+            zo_update_draw4(zo_update_stream(dir, p.tensor, p.role), p.dist, b, z);
+#pragma unroll
+            for (int l = 0; l < 4; l++) g[l] = __fmaf_rn(dir.coef, z[l], g[l]);
+        }
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const uint64_t idx = 4 * b + l;
+            if (idx >= p.n) continue;
+            float t = theta[idx];
+            if (p.decay) t = __fmaf_rn(p.neg_decay, t, t);
+            float m = mom[idx];
+            if (p.adam) {
+                m = __fmaf_rn(p.beta1, m, __fmul_rn(p.one_m_b1, g[l]));
+                const float v =
+                    __fmaf_rn(p.beta2, var[idx], __fmul_rn(p.one_m_b2, __fmul_rn(g[l], g[l])));
+                const float denom = __fadd_rn(__fsqrt_rn(__fmul_rn(v, p.c2)), p.eps);
+                t = __fmaf_rn(p.neg_lr, __fdiv_rn(m, denom), t);
+                var[idx] = v;
+            } else {
+                m = __fmaf_rn(p.beta1, m, g[l]);
+                t = __fmaf_rn(p.neg_lr, m, t);
+            }
+            mom[idx] = m;
+            theta[idx] = t;
+        }
+    }
+}
+
 // w += scale * b a, one output element per thread: x = column j (coalesced reads of a and w),
 // y = row i (b's row is one broadcast read per k). Grid-stride in y for very tall weights.
 template <typename T>

@@ -357,6 +357,75 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct ZoMomentsParams {
+    pub n: u64,
+    pub tensor: u32,
+    pub role: u32,
+    pub dist: u32,
+    pub dirs: u32,
+    pub decay: u32,
+    pub adam: u32,
+    pub neg_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub one_m_b1: f32,
+    pub one_m_b2: f32,
+    pub c2: f32,
+    pub eps: f32,
+    pub neg_lr: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ZoMomentsParams"][::std::mem::size_of::<ZoMomentsParams>() - 64usize];
+    ["Alignment of ZoMomentsParams"][::std::mem::align_of::<ZoMomentsParams>() - 8usize];
+    [
+        "Offset of field: ZoMomentsParams::n",
+    ][::std::mem::offset_of!(ZoMomentsParams, n) - 0usize];
+    [
+        "Offset of field: ZoMomentsParams::tensor",
+    ][::std::mem::offset_of!(ZoMomentsParams, tensor) - 8usize];
+    [
+        "Offset of field: ZoMomentsParams::role",
+    ][::std::mem::offset_of!(ZoMomentsParams, role) - 12usize];
+    [
+        "Offset of field: ZoMomentsParams::dist",
+    ][::std::mem::offset_of!(ZoMomentsParams, dist) - 16usize];
+    [
+        "Offset of field: ZoMomentsParams::dirs",
+    ][::std::mem::offset_of!(ZoMomentsParams, dirs) - 20usize];
+    [
+        "Offset of field: ZoMomentsParams::decay",
+    ][::std::mem::offset_of!(ZoMomentsParams, decay) - 24usize];
+    [
+        "Offset of field: ZoMomentsParams::adam",
+    ][::std::mem::offset_of!(ZoMomentsParams, adam) - 28usize];
+    [
+        "Offset of field: ZoMomentsParams::neg_decay",
+    ][::std::mem::offset_of!(ZoMomentsParams, neg_decay) - 32usize];
+    [
+        "Offset of field: ZoMomentsParams::beta1",
+    ][::std::mem::offset_of!(ZoMomentsParams, beta1) - 36usize];
+    [
+        "Offset of field: ZoMomentsParams::beta2",
+    ][::std::mem::offset_of!(ZoMomentsParams, beta2) - 40usize];
+    [
+        "Offset of field: ZoMomentsParams::one_m_b1",
+    ][::std::mem::offset_of!(ZoMomentsParams, one_m_b1) - 44usize];
+    [
+        "Offset of field: ZoMomentsParams::one_m_b2",
+    ][::std::mem::offset_of!(ZoMomentsParams, one_m_b2) - 48usize];
+    [
+        "Offset of field: ZoMomentsParams::c2",
+    ][::std::mem::offset_of!(ZoMomentsParams, c2) - 52usize];
+    [
+        "Offset of field: ZoMomentsParams::eps",
+    ][::std::mem::offset_of!(ZoMomentsParams, eps) - 56usize];
+    [
+        "Offset of field: ZoMomentsParams::neg_lr",
+    ][::std::mem::offset_of!(ZoMomentsParams, neg_lr) - 60usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct ZoMergeParams {
     pub out: u32,
     pub k: u32,

@@ -539,11 +539,7 @@ impl Device {
 /// Why the CUDA backend cannot train `cfg`, or None when it can (see
 /// [`crate::backend::gpu_support::refusal`]).
 pub fn gpu_refusal(cfg: &TrainConfig) -> Option<String> {
-    crate::backend::gpu_support::refusal(
-        Some(&cfg.family),
-        cfg.optimizer.step_rule().is_stateless(),
-        None,
-    )
+    crate::backend::gpu_support::refusal(Some(&cfg.family), None)
 }
 
 /// Resolves `Auto`: the GPU if this build has the CUDA backend, a GPU answers and the family

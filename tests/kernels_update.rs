@@ -15,7 +15,7 @@ mod devices;
 use devices::devices;
 use zo::backend::cuda::kernels::update::{
     factor_merge, lowrank_bank_update, lowrank_change_of_basis, lowrank_project_momentum,
-    perturb_in_place, seeded_axpy, LeftFactor, Strided, UpdateDirs,
+    moments_update, perturb_in_place, seeded_axpy, LeftFactor, MomentViews, Strided, UpdateDirs,
 };
 use zo::backend::cuda::{CudaDevice, DBuf, DType};
 use zo::perturb::dense::{self, Tensor};
@@ -23,6 +23,7 @@ use zo::perturb::lowrank::{
     bank_coefs, bank_update, change_of_basis, merge_factors, merge_low_rank, momentum_coefs,
     project_momentum, BankStep,
 };
+use zo::perturb::step_rule::{Moments, RuleCoefs, StepRule};
 use zo::perturb::{role, Dist, StepRecord};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::Bf16, DType::F16];
@@ -219,6 +220,125 @@ fn lora_factor_updates_match_the_family() {
                 &format!("{name}: lora role {rl}"),
             );
         }
+    }
+}
+
+/// ZO-SGD momentum and ZO-Adam on two fp32 tensors over four updates (Adam's bias corrections
+/// change every step) against the host's `Moments`, bit for bit: θ and, through θ, both
+/// moments. One tensor is longer than the host's parallel chunk, both end mid Philox block.
+#[test]
+fn moments_updates_match_the_cpu() {
+    let adam = StepRule::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let rules = [StepRule::Momentum { beta: 0.9 }, adam];
+    for (name, dev) in devices("moments_updates_match_the_cpu") {
+        for rule in rules {
+            for (dist, wd) in [(Dist::Gaussian, 0.0f32), (Dist::Rademacher, 0.05)] {
+                let what = format!("{name}: {rule:?} {dist:?} wd {wd}");
+                let sizes = [(41u32, 16_384 + 7), (42, 1_001)];
+                let mut host: Vec<Vec<f32>> = sizes
+                    .iter()
+                    .map(|&(id, n)| values(id as u64, n, 0.1))
+                    .collect();
+                let theta: Vec<DBuf> = host.iter().map(|h| f32s(&dev, h)).collect();
+                let zeros = |n| f32s(&dev, &vec![0.0; n]);
+                let m: Vec<DBuf> = sizes.iter().map(|&(_, n)| zeros(n)).collect();
+                let v: Vec<DBuf> = sizes.iter().map(|&(_, n)| zeros(n)).collect();
+                let mut cpu = Moments::default();
+                for step in 0..4u64 {
+                    let mut r = rec(3, 1e-2);
+                    r.grads.iter_mut().for_each(|g| *g *= 1.0 + step as f32);
+                    r.seeds.iter_mut().for_each(|s| *s += step);
+                    let decay = (wd != 0.0).then_some(r.lr * wd);
+                    let k = RuleCoefs::new(rule, &r, step).unwrap();
+                    let dirs = UpdateDirs::upload(&dev, &k.coefs).unwrap();
+                    for (i, &(id, n)) in sizes.iter().enumerate() {
+                        let views = MomentViews {
+                            m: m[i].view(),
+                            v: Some(v[i].view()),
+                        };
+                        moments_update(
+                            &dev,
+                            theta[i].view(),
+                            views,
+                            n,
+                            id,
+                            role::LORA_B,
+                            dist,
+                            &k,
+                            &dirs,
+                            decay,
+                        )
+                        .unwrap();
+                    }
+                    let tensors = host
+                        .iter_mut()
+                        .zip(&sizes)
+                        .map(|(data, &(id, _))| Tensor {
+                            param: zo::model::Param::Embed,
+                            tensor_id: id,
+                            data,
+                            decay: true,
+                        })
+                        .collect();
+                    cpu.apply(rule, tensors, role::LORA_B, dist, &r, decay)
+                        .unwrap();
+                    cpu.finish_update();
+                    for (i, &(id, _)) in sizes.iter().enumerate() {
+                        assert_bits(
+                            &theta[i].to_f32(&dev).unwrap(),
+                            &host[i],
+                            &format!("{what}: tensor {id} after update {step}"),
+                        );
+                    }
+                }
+            }
+        }
+        // Adam without its second moment, and records that are not the coefficients'.
+        let r = rec(2, 1e-2);
+        let k = RuleCoefs::new(adam, &r, 0).unwrap();
+        let (t, m) = (f32s(&dev, &[0.0; 8]), f32s(&dev, &[0.0; 8]));
+        let dirs = UpdateDirs::upload(&dev, &k.coefs).unwrap();
+        let only_m = MomentViews {
+            m: m.view(),
+            v: None,
+        };
+        let e = moments_update(
+            &dev,
+            t.view(),
+            only_m,
+            8,
+            1,
+            0,
+            Dist::Gaussian,
+            &k,
+            &dirs,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("second-moment"), "{name}: {e}");
+        let short = UpdateDirs::upload(&dev, &k.coefs[..1]).unwrap();
+        let with_v = MomentViews {
+            m: m.view(),
+            v: Some(m.view()),
+        };
+        let e = moments_update(
+            &dev,
+            t.view(),
+            with_v,
+            8,
+            1,
+            0,
+            Dist::Gaussian,
+            &k,
+            &short,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("direction records"), "{name}: {e}");
     }
 }
 

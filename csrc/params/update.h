@@ -48,6 +48,33 @@ typedef struct ZoMomentumParams {
     uint32_t reserved;
 } ZoMomentumParams;
 
+/* zo_moments_update(ZoMomentsParams, float* theta, float* m, float* v, const ZoUpdateDir* dirs):
+ * ZO-SGD momentum or ZO-Adam on a trained fp32 tensor, per element n (src/perturb/step_rule.rs;
+ * every scalar computed on the host by its RuleCoefs):
+ *   if (decay) t = fma(neg_decay, t, t);
+ *   g = 0; for d: g = fma(dirs[d].coef, z_d(n), g)            (coef = g_d / q)
+ *   momentum: m = fma(beta1, m, g); t = fma(neg_lr, m, t)
+ *   adam:     m = fma(beta1, m, one_m_b1 * g); v = fma(beta2, v, one_m_b2 * (g * g));
+ *             t = fma(neg_lr, m / (sqrt(v * c2) + eps), t)    (neg_lr = -lr * c1)
+ * v is not read for momentum. */
+typedef struct ZoMomentsParams {
+    uint64_t n;
+    uint32_t tensor;
+    uint32_t role;
+    uint32_t dist;
+    uint32_t dirs;
+    uint32_t decay; /* apply the weight-decay fma first */
+    uint32_t adam;  /* 0: momentum */
+    float neg_decay;
+    float beta1;
+    float beta2;
+    float one_m_b1;
+    float one_m_b2;
+    float c2;
+    float eps;
+    float neg_lr;
+} ZoMomentsParams;
+
 /* zo_factor_merge_<T>(ZoMergeParams, T* w, const float* b, const float* a): for i < out,
  * j < k: acc = 0; for kk ascending: acc = fma(b[i * b_si + kk * b_sk], a[kk * k + j], acc);
  * w[i * ld + j] = round_T(fma(scale, acc, float(w[i * ld + j]))). Lowrank: b = bank^T

@@ -7,13 +7,10 @@ use crate::perturb::FamilyConfig;
 /// Largest head dimension the prefill attention kernels take.
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// Why the CUDA backend cannot run `family` (with a stateless update rule or not) on `model`
-/// (when known), or None when it can. `None` for the family is evaluation only.
-pub fn refusal(
-    family: Option<&FamilyConfig>,
-    stateless_rule: bool,
-    model: Option<&ModelConfig>,
-) -> Option<String> {
+/// Why the CUDA backend cannot run `family` on `model` (when known), or None when it can.
+/// `None` for the family is evaluation only. Every update rule the CPU runs for a family runs
+/// on the GPU too (momentum and Adam on lora and prefix).
+pub fn refusal(family: Option<&FamilyConfig>, model: Option<&ModelConfig>) -> Option<String> {
     match family {
         None
         | Some(FamilyConfig::LowRank { .. })
@@ -32,13 +29,6 @@ pub fn refusal(
                 }
             ))
         }
-    }
-    if !stateless_rule {
-        return Some(
-            "the momentum and adam optimizers keep moments that the CUDA backend does not \
-             hold yet (sgd, sign and fzoo run there)"
-                .into(),
-        );
     }
     let m = model?;
     if m.head_dim > MAX_HEAD_DIM {
@@ -61,20 +51,19 @@ mod tests {
             alpha: 4.0,
             targets: vec![crate::model::Slot::Q],
         };
-        assert_eq!(refusal(Some(&lora), true, None), None);
-        assert_eq!(refusal(None, true, Some(&ModelConfig::tiny_llama())), None);
+        assert_eq!(refusal(Some(&lora), None), None);
+        assert_eq!(refusal(None, Some(&ModelConfig::tiny_llama())), None);
         let fused = FamilyConfig::Dense { in_place: false };
-        assert!(refusal(Some(&fused), true, None)
+        assert!(refusal(Some(&fused), None)
             .unwrap()
             .contains("fused variants"));
-        assert!(refusal(Some(&lora), false, None).unwrap().contains("adam"));
         let opt_350m = ModelConfig::tiny_opt_post_ln();
-        assert_eq!(refusal(None, true, Some(&opt_350m)), None);
+        assert_eq!(refusal(None, Some(&opt_350m)), None);
         let wide_heads = ModelConfig {
             head_dim: MAX_HEAD_DIM + 8,
             ..ModelConfig::tiny_llama()
         };
-        assert!(refusal(None, true, Some(&wide_heads))
+        assert!(refusal(None, Some(&wide_heads))
             .unwrap()
             .contains("head_dim"));
     }

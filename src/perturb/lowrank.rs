@@ -351,13 +351,7 @@ impl Family for LowRank {
     }
 
     fn update(&mut self, _model: &mut Model, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
-        if !cfg.rule.is_stateless() {
-            return Err(Error::Unsupported(
-                "the lowrank family keeps its momentum in the subspace of V (lozo-m, --momentum); \
-                 ZO-SGD momentum and ZO-Adam apply to the lora, dense and prefix families"
-                    .into(),
-            ));
-        }
+        check_lowrank_rule(cfg)?;
         check_record(rec, cfg, self.dist, "lowrank")?;
         if cfg.weight_decay != 0.0 {
             return Err(Error::Unsupported(format!(
@@ -558,6 +552,18 @@ pub fn project_momentum(mt: &[f32], p: &[f32], r: usize) -> Vec<f32> {
 }
 
 /// Checks what every seeded update needs from its record and settings.
+/// LoZO's update takes ZO-SGD only (its momentum is LoZO-M's, in the subspace of V).
+pub(crate) fn check_lowrank_rule(cfg: &UpdateConfig) -> Result<()> {
+    if cfg.rule.is_stateless() {
+        return Ok(());
+    }
+    Err(Error::Unsupported(
+        "the lowrank family keeps its momentum in the subspace of V (lozo-m, --momentum); \
+         ZO-SGD momentum and ZO-Adam apply to the lora, dense and prefix families"
+            .into(),
+    ))
+}
+
 pub(crate) fn check_record(
     rec: &StepRecord,
     cfg: &UpdateConfig,

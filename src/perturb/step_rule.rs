@@ -66,6 +66,65 @@ impl StepRule {
     }
 }
 
+/// Every scalar of one update of a stateful rule, computed once on the host with the
+/// expressions of the module's formulas, for the CPU loop and the GPU kernel alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleCoefs {
+    pub adam: bool,
+    /// `(seed_d, g_d/q)` in direction order.
+    pub coefs: Vec<(u64, f32)>,
+    /// Momentum's β or Adam's β₁.
+    pub beta1: f32,
+    pub beta2: f32,
+    pub adam_eps: f32,
+    pub one_m_b1: f32,
+    pub one_m_b2: f32,
+    /// Adam's second-moment bias correction 1/(1−β₂ᵗ).
+    pub c2: f32,
+    /// −lr (momentum).
+    pub neg_lr: f32,
+    /// −lr·c₁ (Adam).
+    pub neg_lr_c1: f32,
+}
+
+impl RuleCoefs {
+    /// The scalars of the update of `rec` under `rule` after `updates` earlier updates.
+    pub fn new(rule: StepRule, rec: &StepRecord, updates: u64) -> Result<RuleCoefs> {
+        let adam = matches!(rule, StepRule::Adam { .. });
+        let (beta1, beta2, adam_eps) = match rule {
+            StepRule::Sgd => {
+                return Err(Error::Config(
+                    "plain ZO-SGD keeps no moments; the family applies it directly".into(),
+                ))
+            }
+            StepRule::Momentum { beta } => (beta, 0.0, 0.0),
+            StepRule::Adam { beta1, beta2, eps } => (beta1, beta2, eps),
+        };
+        let q = rec.seeds.len() as f32;
+        let coefs = rec
+            .seeds
+            .iter()
+            .zip(&rec.grads)
+            .map(|(&s, &g)| (s, g / q))
+            .collect();
+        let t = (updates + 1).min(i32::MAX as u64) as i32;
+        let c1 = (1.0 / (1.0 - (beta1 as f64).powi(t))) as f32;
+        let c2 = (1.0 / (1.0 - (beta2 as f64).powi(t))) as f32;
+        Ok(RuleCoefs {
+            adam,
+            coefs,
+            beta1,
+            beta2,
+            adam_eps,
+            one_m_b1: 1.0 - beta1,
+            one_m_b2: 1.0 - beta2,
+            c2,
+            neg_lr: -rec.lr,
+            neg_lr_c1: -(rec.lr * c1),
+        })
+    }
+}
+
 /// The moments of one trained tensor, keyed by its RNG (role, tensor id).
 #[derive(Debug, Clone)]
 struct TensorMoments {
@@ -103,29 +162,20 @@ impl Moments {
         rec: &StepRecord,
         decay: Option<f32>,
     ) -> Result<()> {
-        let adam = matches!(rule, StepRule::Adam { .. });
-        let (beta1, beta2, adam_eps) = match rule {
-            StepRule::Sgd => {
-                return Err(Error::Config(
-                    "plain ZO-SGD keeps no moments; the family applies it directly".into(),
-                ))
-            }
-            StepRule::Momentum { beta } => (beta, 0.0, 0.0),
-            StepRule::Adam { beta1, beta2, eps } => (beta1, beta2, eps),
-        };
-        let q = rec.seeds.len() as f32;
-        let coefs: Vec<(u64, f32)> = rec
-            .seeds
-            .iter()
-            .zip(&rec.grads)
-            .map(|(&s, &g)| (s, g / q))
-            .collect();
-        let t = self.updates + 1;
-        let c1 = (1.0 / (1.0 - (beta1 as f64).powi(t.min(i32::MAX as u64) as i32))) as f32;
-        let c2 = (1.0 / (1.0 - (beta2 as f64).powi(t.min(i32::MAX as u64) as i32))) as f32;
-        let neg_lr = -rec.lr;
-        let neg_lr_c1 = -(rec.lr * c1);
-        let (one_m_b1, one_m_b2) = (1.0 - beta1, 1.0 - beta2);
+        let k = RuleCoefs::new(rule, rec, self.updates)?;
+        let RuleCoefs {
+            adam,
+            beta1,
+            beta2,
+            adam_eps,
+            one_m_b1,
+            one_m_b2,
+            c2,
+            neg_lr,
+            neg_lr_c1,
+            ..
+        } = k;
+        let coefs = &k.coefs;
 
         // Moments for every tensor of this call, created at zero on first use.
         for t in &tensors {
@@ -190,7 +240,7 @@ impl Moments {
                 }
                 let mut ghat = vec![0.0f32; theta.len()];
                 let mut z = vec![0.0f32; theta.len()];
-                for &(seed, c) in &coefs {
+                for &(seed, c) in coefs {
                     dist.fill(seed, id, role, start, &mut z);
                     ghat.iter_mut()
                         .zip(&z)

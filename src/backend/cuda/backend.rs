@@ -103,9 +103,7 @@ impl CudaBackend {
         opts: &CudaOptions,
     ) -> Result<CudaBackend> {
         // Checked before anything is allocated on the device.
-        if let Some(why) =
-            crate::backend::gpu_support::refusal(family.map(|f| f.0), true, Some(config))
-        {
+        if let Some(why) = crate::backend::gpu_support::refusal(family.map(|f| f.0), Some(config)) {
             return Err(Error::Unsupported(format!("{why}; use --device cpu")));
         }
         let (aug, adapter) = adapter_layout(family.map(|f| f.0), config, opts.directions)?;
@@ -327,12 +325,6 @@ impl ZoBackend for CudaBackend {
 
 impl CudaBackend {
     fn update_family(&mut self, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
-        if !cfg.rule.is_stateless() {
-            return Err(Error::Unsupported(format!(
-                "the CUDA backend applies ZO-SGD updates only, not {:?}; train with --device cpu",
-                cfg.rule
-            )));
-        }
         match &mut self.family {
             GpuFamily::Adapter(f) => f.update(&self.dev, rec, cfg),
             GpuFamily::Prefix(p) => p.update(&self.dev, rec, cfg),

@@ -167,6 +167,14 @@ pub(crate) fn update(
     cfg: &UpdateConfig,
 ) -> Result<()> {
     let u = crate::perturb::dense::update_terms("dense", rec, cfg, dist)?;
+    if !cfg.rule.is_stateless() {
+        // Moments the size of the model; the run configuration refuses this pairing first.
+        return Err(crate::Error::Unsupported(
+            "in-place dense MeZO applies ZO-SGD only: momentum and Adam need the fused dense \
+             family (--device cpu)"
+                .into(),
+        ));
+    }
     let dirs = UpdateDirs::upload(dev, &u.terms)?;
     axpy(dev, m, dist, &dirs, u.decay)
 }

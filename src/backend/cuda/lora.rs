@@ -14,6 +14,7 @@ use super::buffer::DBuf;
 use super::device::CudaDevice;
 use super::kernels::init::{init, Init};
 use super::kernels::update::{seeded_axpy, Strided, UpdateDirs};
+use super::moments::{DeviceMoments, Trained};
 use super::weights::DeviceModel;
 use super::DType;
 use crate::model::{Arch, Param, Slot};
@@ -35,6 +36,8 @@ pub(crate) struct GpuLora {
     b_live: bool,
     /// Bumped by every update: the packed B is stale when it differs.
     version: u64,
+    /// Momentum / Adam state of A and B, when the run's rule keeps any.
+    moments: DeviceMoments,
 }
 
 /// The Linears of a decoder layer in forward order (the host's `Model::layer_slots`).
@@ -161,6 +164,7 @@ impl GpuLora {
             sites: AdapterSites::new(AugFamily::Lora, rank, dist, scale, F16_SCALE_EXP, sites),
             b_live: false,
             version: 0,
+            moments: DeviceMoments::default(),
         })
     }
 }
@@ -215,10 +219,38 @@ impl GpuAdapterFamily for GpuLora {
     fn update(&mut self, dev: &CudaDevice, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
         let (rank, dist) = (self.sites.rank, self.sites.dist);
         check_record(rec, cfg, dist, "lora")?;
+        let decay = (cfg.weight_decay != 0.0).then_some(rec.lr * cfg.weight_decay);
+        if !cfg.rule.is_stateless() {
+            // The host's order: every A under LORA_A, then every B under LORA_B.
+            for (rl, a_side) in [(role::LORA_A, true), (role::LORA_B, false)] {
+                let tensors: Vec<Trained<'_>> = self
+                    .sites
+                    .sites
+                    .iter()
+                    .map(|s| {
+                        let (buf, n) = if a_side {
+                            (&s.factor, rank * s.k)
+                        } else {
+                            (&s.state, s.out * rank)
+                        };
+                        Trained {
+                            tensor_id: Param::Weight(s.site).tensor_id(),
+                            data: buf.view(),
+                            n,
+                        }
+                    })
+                    .collect();
+                self.moments
+                    .apply(dev, cfg.rule, &tensors, rl, dist, rec, decay)?;
+            }
+            self.moments.finish_update();
+            self.b_live = true;
+            self.version += 1;
+            return Ok(());
+        }
         let coefs = update_coefs(rec);
         let terms: Vec<(u64, f32)> = rec.seeds.iter().copied().zip(coefs).collect();
         let dirs = UpdateDirs::upload(dev, &terms)?;
-        let decay = (cfg.weight_decay != 0.0).then_some(rec.lr * cfg.weight_decay);
         for s in &self.sites.sites {
             let tid = Param::Weight(s.site).tensor_id();
             for (buf, n, rl) in [

@@ -222,6 +222,7 @@ impl GpuAdapterFamily for GpuLowRank {
 
     fn update(&mut self, dev: &CudaDevice, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
         let (rank, dist) = (self.sites.rank, self.sites.dist);
+        crate::perturb::lowrank::check_lowrank_rule(cfg)?;
         crate::perturb::lowrank::check_record(rec, cfg, dist, "lowrank")?;
         if cfg.weight_decay != 0.0 {
             return Err(Error::Unsupported(format!(

@@ -9,7 +9,8 @@
 //! `weights` the model's layout on the device; `streaming` the layers that
 //! stream from host memory under a device-memory budget; `forward` a plan's forward pass; `decode` the
 //! decoder over a persistent paged KV cache; `lowrank`,
-//! `lora` (sharing `adapter_sites`), `prefix` and `dense` the families; `backend` the backend
+//! `lora` (sharing `adapter_sites`), `prefix` and `dense` the families; `moments` the
+//! momentum and Adam state of lora and prefix; `backend` the backend
 //! itself.
 
 mod adapter_sites;
@@ -23,6 +24,7 @@ mod gemm;
 pub mod kernels;
 mod lora;
 mod lowrank;
+mod moments;
 mod params;
 mod prefix;
 pub mod profile;

@@ -17,6 +17,7 @@ kernel_params!(
     ZoPackParams,
     ZoAxpyParams,
     ZoMomentumParams,
+    ZoMomentsParams,
     ZoMergeParams,
     ZoBasisParams,
     ZoRopeParams,

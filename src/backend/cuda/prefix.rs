@@ -2,14 +2,15 @@
 //! the prefill attention kernel reads before each sequence's own tokens, perturbing them as it
 //! loads them on the rows of a perturbed segment, so no ±ε copy of the prefix exists. The
 //! initial state is the host family's (`perturb::prefix`, drawn from the run seed and scaled by
-//! the host weights), uploaded as it is; the update is the dense seeded axpy on fp32, so the
-//! state stays bit-exact with the host.
+//! the host weights), uploaded as it is; the update is the dense seeded axpy on fp32 (or, for
+//! momentum and Adam, the moments kernel), so the state stays bit-exact with the host.
 
 use super::backend::StateTensors;
 use super::buffer::{DBuf, View};
 use super::device::CudaDevice;
 use super::kernels::attention::DevicePrefix;
 use super::kernels::update::{seeded_axpy, Strided, UpdateDirs};
+use super::moments::{DeviceMoments, Trained};
 use super::DType;
 use crate::model::{Model, Param};
 use crate::perturb::dense::update_terms;
@@ -24,6 +25,8 @@ pub(crate) struct GpuPrefix {
     /// Per layer `[tokens][kv_width]`.
     keys: Vec<DBuf>,
     values: Vec<DBuf>,
+    /// Momentum / Adam state, when the run's rule keeps any.
+    moments: DeviceMoments,
 }
 
 impl GpuPrefix {
@@ -48,6 +51,7 @@ impl GpuPrefix {
             dist,
             keys: upload(host.keys())?,
             values: upload(host.values())?,
+            moments: DeviceMoments::default(),
         })
     }
 
@@ -71,6 +75,31 @@ impl GpuPrefix {
     /// the `c_d` chain in direction order, on every layer's keys and values.
     pub fn update(&mut self, dev: &CudaDevice, rec: &StepRecord, cfg: &UpdateConfig) -> Result<()> {
         let u = update_terms("prefix", rec, cfg, self.dist)?;
+        if !cfg.rule.is_stateless() {
+            let n = self.tokens * self.kv_width;
+            let mut tensors = Vec::with_capacity(2 * self.keys.len());
+            for (li, (k, v)) in self.keys.iter().zip(&self.values).enumerate() {
+                for (p, buf) in [(Param::PrefixKey(li), k), (Param::PrefixValue(li), v)] {
+                    tensors.push(Trained {
+                        tensor_id: p.tensor_id(),
+                        data: buf.view(),
+                        n,
+                    });
+                }
+            }
+            let m = &mut self.moments;
+            m.apply(
+                dev,
+                cfg.rule,
+                &tensors,
+                role::PREFIX,
+                self.dist,
+                rec,
+                u.decay,
+            )?;
+            m.finish_update();
+            return Ok(());
+        }
         let dirs = UpdateDirs::upload(dev, &u.terms)?;
         let n = self.tokens * self.kv_width;
         for (li, (k, v)) in self.keys.iter().zip(&self.values).enumerate() {

@@ -9,6 +9,7 @@ use super::{check_u32, LaunchDims};
 use crate::backend::cuda::params::*;
 use crate::backend::cuda::{CudaDevice, DBuf, DType, View};
 use crate::perturb::lowrank::BankStep;
+use crate::perturb::step_rule::RuleCoefs;
 use crate::perturb::Dist;
 use crate::{Error, Result};
 
@@ -262,6 +263,88 @@ pub fn lowrank_bank_update(
         (BankStep::Momentum { .. }, None) => Err(Error::Data(
             "lowrank bank update: a momentum step needs the momentum buffer".into(),
         )),
+    }
+}
+
+/// A stateful rule's buffers for one fp32 trained tensor of `n` elements: the first moment,
+/// and Adam's second.
+#[derive(Debug, Clone, Copy)]
+pub struct MomentViews<'a> {
+    pub m: View<'a>,
+    pub v: Option<View<'a>>,
+}
+
+/// One update of ZO-SGD momentum or ZO-Adam (`k`) on the fp32 `theta` (`n` elements, RNG
+/// index = element) and its moments, after the weight-decay fma when `decay = Some(λ)`:
+/// [`crate::perturb::step_rule::Moments::apply`] bit for bit. `dirs` holds `k.coefs`.
+#[allow(clippy::too_many_arguments)]
+pub fn moments_update(
+    dev: &CudaDevice,
+    theta: View<'_>,
+    moments: MomentViews<'_>,
+    n: usize,
+    tensor_id: u32,
+    role: u32,
+    dist: Dist,
+    k: &RuleCoefs,
+    dirs: &UpdateDirs,
+    decay: Option<f32>,
+) -> Result<()> {
+    theta
+        .expect("moments update: theta", DType::F32)?
+        .need("moments update: theta", n)?;
+    moments
+        .m
+        .expect("moments update: first moment", DType::F32)?
+        .need("moments update: first moment", n)?;
+    let v = match (k.adam, moments.v) {
+        (true, Some(v)) => v
+            .expect("moments update: second moment", DType::F32)?
+            .need("moments update: second moment", n)?
+            .ptr(),
+        (true, None) => {
+            return Err(Error::Data(
+                "moments update: an Adam step needs the second-moment buffer".into(),
+            ))
+        }
+        (false, _) => 0,
+    };
+    if dirs.n != k.coefs.len() {
+        return Err(Error::Data(format!(
+            "moments update: {} direction records for {} coefficients",
+            dirs.n,
+            k.coefs.len()
+        )));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let p = ZoMomentsParams {
+        n: n as u64,
+        tensor: tensor_id,
+        role,
+        dist: dist_code(dist),
+        dirs: dirs.n as u32,
+        decay: decay.is_some() as u32,
+        adam: k.adam as u32,
+        neg_decay: decay.map_or(0.0, |l| -l),
+        beta1: k.beta1,
+        beta2: k.beta2,
+        one_m_b1: k.one_m_b1,
+        one_m_b2: k.one_m_b2,
+        c2: k.c2,
+        eps: k.adam_eps,
+        neg_lr: if k.adam { k.neg_lr_c1 } else { k.neg_lr },
+    };
+    // SAFETY: (ZoMomentsParams, float* theta, float* m, float* v, const ZoUpdateDir*); theta
+    // and m hold n elements, v too when the kernel reads it (Adam), dirs its n records.
+    unsafe {
+        dev.launch(
+            "zo_moments_update",
+            axpy_launch_config(n),
+            &p,
+            &[theta.ptr(), moments.m.ptr(), v, dirs.ptr],
+        )
     }
 }
 
