@@ -752,11 +752,22 @@ fn lozo_on_the_default_model_agrees_in_sign() {
 /// records, whichever backend estimated g. Also checks that training moved the state.
 #[test]
 fn a_cuda_run_replays_on_the_cpu_bit_for_bit() {
+    use zo::engine::config::Optimizer;
     use zo::engine::{replay, Checkpoint, TrainConfig};
-    for (dev, target) in targets("a_cuda_run_replays_on_the_cpu_bit_for_bit") {
+    let adam = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    for ((dev, target), optimizer) in targets("a_cuda_run_replays_on_the_cpu_bit_for_bit")
+        .into_iter()
+        .flat_map(|t| [(t, Optimizer::Sgd), (t, adam)])
+    {
+        let dev = format!("{dev} {optimizer:?}");
         let base = synth::tiny_model();
         let data = synth::parity_data(16, 8, 8);
         let cfg = TrainConfig {
+            optimizer,
             preset: None,
             family: mezo_lora(vec![zo::model::Slot::Q, zo::model::Slot::V]),
             steps: 4,
