@@ -95,6 +95,8 @@ fn streamed_layers_score_and_train_as_resident_ones() {
         for (cfg, dtype) in [
             (ModelConfig::tiny_llama(), DType::F32),
             (ModelConfig::tiny_opt(), DType::Bf16),
+            // Post-LN: each layer's last norm writes the next layer's input.
+            (ModelConfig::tiny_opt_post_ln(), DType::F32),
         ] {
             let m = model(cfg);
             for fam in families() {

@@ -6,7 +6,7 @@
 #
 # ZO_RUN   the zo-run binary (default: .gpu/zo-run, else target/release/zo-run)
 # PYTHON   python with torch, transformers and peft (default: python3)
-# ARCHS    space-separated archs (default: smollm2-135m opt-125m opt-1.3b opt-13b)
+# ARCHS    space-separated archs (default: smollm2-135m opt-125m opt-350m opt-1.3b opt-13b)
 # STEPS / WARMUP   measured and warm-up steps per run (default 10 / 3; the whole script stays
 #          well under 10 minutes on an H100)
 # SEQ_LEN  fixed prompt length instead of the default task's (needed without assets/)
@@ -25,7 +25,7 @@ if [[ -z "$ZO_RUN" ]]; then
 fi
 [[ -n "$ZO_RUN" && -x "$ZO_RUN" ]] || { echo "bench-gpu: no zo-run binary (set ZO_RUN)" >&2; exit 1; }
 PYTHON=${PYTHON:-python3}
-ARCHS=${ARCHS:-"smollm2-135m opt-125m opt-1.3b opt-13b"}
+ARCHS=${ARCHS:-"smollm2-135m opt-125m opt-350m opt-1.3b opt-13b"}
 STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-3}
 out=${1:-runs/bench-gpu-$(date +%Y%m%d-%H%M%S)}
