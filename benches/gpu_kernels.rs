@@ -305,10 +305,19 @@ mod gpu {
                 let shrink_us = mean_us(dev, || shrink().expect("shrink"));
                 let pack_us = mean_us(dev, || pack().expect("pack"));
                 let pct = |us: f64| 100.0 * us / base_us;
+                // The row tiling the launcher picks against one row per block (the kernel
+                // before rows shared factor loads).
+                let rpb = kernels::adapter::shrink_rows_per_block(case.family, ROWS, rank);
+                let one_row_us = mean_us(dev, || {
+                    let (x, f) = (xa.view(), factor.view());
+                    kernels::adapter::shrink_tiled(dev, &site, ROWS, x, f, &dsegs, pad.clone(), 1)
+                        .expect("shrink")
+                });
                 summary.push(format!(
                     "  {name} (K_aug {ld}): shrink {shrink_us:.1} µs ({:.1}%) + pack \
                      {pack_us:.1} µs ({:.1}%) = {:.1}% of the base GEMM (target <= 15%); \
-                     augmented GEMM {aug_us:.1} µs = {:.3}x the base",
+                     augmented GEMM {aug_us:.1} µs = {:.3}x the base; shrink at {rpb} rows per \
+                     block {shrink_us:.1} µs vs 1 row {one_row_us:.1} µs",
                     pct(shrink_us),
                     pct(pack_us),
                     pct(shrink_us + pack_us),

@@ -8,6 +8,7 @@ pub const ZO_RNG_UNIFORM: u32 = 2;
 pub const ZO_SHRINK_THREADS: u32 = 128;
 pub const ZO_SHRINK_SPLIT: u32 = 8;
 pub const ZO_SHRINK_RANKS: u32 = 16;
+pub const ZO_SHRINK_ROWS: u32 = 4;
 pub const ZO_PACK_THREADS: u32 = 256;
 pub const ZO_ADAPTER_LOWRANK: u32 = 0;
 pub const ZO_ADAPTER_LORA: u32 = 1;
@@ -143,10 +144,12 @@ pub struct ZoShrinkParams {
     pub pad_end: u32,
     pub scale: f32,
     pub scale_exp: i32,
+    pub rows_per_block: u32,
+    pub reserved: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of ZoShrinkParams"][::std::mem::size_of::<ZoShrinkParams>() - 64usize];
+    ["Size of ZoShrinkParams"][::std::mem::size_of::<ZoShrinkParams>() - 72usize];
     ["Alignment of ZoShrinkParams"][::std::mem::align_of::<ZoShrinkParams>() - 4usize];
     [
         "Offset of field: ZoShrinkParams::rows",
@@ -196,6 +199,12 @@ const _: () = {
     [
         "Offset of field: ZoShrinkParams::scale_exp",
     ][::std::mem::offset_of!(ZoShrinkParams, scale_exp) - 60usize];
+    [
+        "Offset of field: ZoShrinkParams::rows_per_block",
+    ][::std::mem::offset_of!(ZoShrinkParams, rows_per_block) - 64usize];
+    [
+        "Offset of field: ZoShrinkParams::reserved",
+    ][::std::mem::offset_of!(ZoShrinkParams, reserved) - 68usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -11,7 +11,7 @@ mod devices;
 
 use adapter::{cases, Case, DTYPES};
 use devices::devices;
-use zo::backend::cuda::kernels::adapter::{pack, shrink, DeviceSegments};
+use zo::backend::cuda::kernels::adapter::{pack, shrink, shrink_tiled, DeviceSegments};
 use zo::backend::cuda::{CudaDevice, DBuf, DType};
 use zo::model::Slot;
 use zo::perturb::Dist;
@@ -84,6 +84,47 @@ fn shrink_and_pack_equal_the_twin_and_the_family() {
     }
 }
 
+/// Every tiling of rows over shrink blocks (1 to ZO_SHRINK_ROWS rows sharing each factor and
+/// Z_A load) writes the twin's bits: tiles that straddle segment boundaries, the gaps between
+/// segments and the + and − segments of one direction, and a partial last tile (70 rows).
+#[test]
+fn every_row_tiling_gives_the_twin_bits() {
+    use zo::backend::params::ZO_SHRINK_ROWS;
+    let qkv = [Slot::Q, Slot::K, Slot::V];
+    for (name, dev) in devices("every_row_tiling_gives_the_twin_bits") {
+        let mut list = vec![
+            adapter::case(true, &qkv, 2, 5, Dist::Gaussian, true, 70),
+            adapter::case(true, &[Slot::O], 3, 3, Dist::Rademacher, false, 70),
+            adapter::case(false, &qkv, 3, 5, Dist::Gaussian, true, 70),
+        ];
+        list.extend(cases(96).into_iter().take(2));
+        for case in list {
+            for prec in [DType::F32, DType::Bf16] {
+                let want = case.twin(prec).0;
+                for rpb in 1..=ZO_SHRINK_ROWS as usize {
+                    let x = DBuf::from_f32(&dev, prec, &case.x_input(prec)).unwrap();
+                    let segs = DeviceSegments::upload(&dev, &case.segs, &case.dir_seeds).unwrap();
+                    let sites = case.aug_sites(prec);
+                    for (g, (sc, a)) in case.sites.iter().zip(&sites).enumerate() {
+                        let factor = DBuf::from_f32(&dev, DType::F32, &sc.factor).unwrap();
+                        let pad = if g + 1 == sites.len() {
+                            case.padding()
+                        } else {
+                            0..0
+                        };
+                        shrink_tiled(&dev, a, case.rows, x.view(), factor.view(), &segs, pad, rpb)
+                            .unwrap();
+                    }
+                    let got = x.to_f32(&dev).unwrap();
+                    if let Some(m) = first_mismatch(&got, &want, case.ld) {
+                        panic!("{name}: {} {prec:?} {rpb} rows per block: {m}", case.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn two_rank_blocks_on_the_fused_qkv_group() {
     let qkv = [Slot::Q, Slot::K, Slot::V];
@@ -135,6 +176,11 @@ fn bad_shapes_are_errors() {
         let x = DBuf::zeros(dev, DType::F32, case.ld * case.rows).unwrap();
         let w = DBuf::zeros(dev, DType::F32, case.ld * out).unwrap();
 
+        for rpb in [0, zo::backend::params::ZO_SHRINK_ROWS as usize + 1] {
+            let (xv, f) = (x.view(), factor.view());
+            let err = shrink_tiled(dev, &a, case.rows, xv, f, &segs, 0..0, rpb).unwrap_err();
+            assert!(err.to_string().contains("rows per block"), "{err}");
+        }
         let small = x.slice(0..case.ld * case.rows - 1);
         let err = shrink(dev, &a, case.rows, small, factor.view(), &segs, 0..0).unwrap_err();
         assert!(err.to_string().contains("x holds"), "{err}");

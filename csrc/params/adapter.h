@@ -33,11 +33,13 @@
 
 /* Which family a shrink/pack launch serves. */
 // Shrink geometry, shared with the host launcher and the CPU twin's summation order: a block of
-// ZO_SHRINK_THREADS threads owns one row and ZO_SHRINK_RANKS rank components; its
-// ZO_SHRINK_SPLIT half-warps split the row's 64-column chunks.
+// ZO_SHRINK_THREADS threads owns up to ZO_SHRINK_ROWS consecutive rows (ZoShrinkParams.
+// rows_per_block) and ZO_SHRINK_RANKS rank components; its ZO_SHRINK_SPLIT half-warps split
+// the rows' 64-column chunks. Every row keeps the one-row summation order.
 #define ZO_SHRINK_THREADS 128u
 #define ZO_SHRINK_SPLIT 8u
 #define ZO_SHRINK_RANKS 16u
+#define ZO_SHRINK_ROWS 4u
 // Threads of a pack block.
 #define ZO_PACK_THREADS 256u
 
@@ -64,6 +66,8 @@ typedef struct ZoShrinkParams {
     uint32_t pad_end;
     float scale;     /* lowrank s (1 or 1/sqrt r); lora alpha / r */
     int32_t scale_exp;
+    uint32_t rows_per_block; /* 1..ZO_SHRINK_ROWS: rows sharing each factor (or Z_A) load */
+    uint32_t reserved;
 } ZoShrinkParams;
 
 /* zo_adapter_pack_<T>(ZoPackParams, T* w, const float* state, const uint64_t* seeds).

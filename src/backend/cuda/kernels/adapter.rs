@@ -15,11 +15,30 @@ use crate::{Error, Result};
 /// The most blocks a pack launches (it grid-strides beyond).
 const PACK_MAX_GRID: u64 = 4096;
 
-/// `zo_adapter_shrink_<T>`: one block per row × ZO_SHRINK_RANKS rank components.
-pub fn shrink_launch_config(rows: usize, rank: usize) -> LaunchDims {
+/// Blocks a shrink launch should keep to fill a GPU (two per SM of an H100).
+const SHRINK_MIN_BLOCKS: usize = 264;
+
+/// Rows per shrink block: lora generates Z_A once per block and direction, so it takes the
+/// most rows a block holds; lowrank reads the factor through the cache, so it shares it over
+/// as many rows as still leave [`SHRINK_MIN_BLOCKS`] blocks.
+pub fn shrink_rows_per_block(family: AugFamily, rows: usize, rank: usize) -> usize {
+    let max = ZO_SHRINK_ROWS as usize;
+    if family == AugFamily::Lora {
+        return max;
+    }
+    let rank_blocks = rank.div_ceil(ZO_SHRINK_RANKS as usize).max(1);
+    (1..=max)
+        .rev()
+        .find(|&n| rows.div_ceil(n) * rank_blocks >= SHRINK_MIN_BLOCKS)
+        .unwrap_or(1)
+}
+
+/// `zo_adapter_shrink_<T>`: one block per `rows_per_block` rows × ZO_SHRINK_RANKS rank
+/// components.
+pub fn shrink_launch_config(rows: usize, rank: usize, rows_per_block: usize) -> LaunchDims {
     LaunchDims {
         grid: (
-            rows.max(1) as u32,
+            rows.div_ceil(rows_per_block.max(1)).max(1) as u32,
             rank.div_ceil(ZO_SHRINK_RANKS as usize).max(1) as u32,
             1,
         ),
@@ -233,7 +252,30 @@ pub fn shrink(
     segs: &DeviceSegments,
     pad: Range<usize>,
 ) -> Result<()> {
+    let rpb = shrink_rows_per_block(site.family, rows, site.rank);
+    shrink_tiled(dev, site, rows, x, factor, segs, pad, rpb)
+}
+
+/// [`shrink`] with `rows_per_block` (1..=ZO_SHRINK_ROWS) rows per block instead of the
+/// launcher's choice: for the tests and benchmarks of the tiling (the result is the same
+/// bits whatever the tiling).
+#[allow(clippy::too_many_arguments)]
+pub fn shrink_tiled(
+    dev: &CudaDevice,
+    site: &AugSite,
+    rows: usize,
+    x: View<'_>,
+    factor: View<'_>,
+    segs: &DeviceSegments,
+    pad: Range<usize>,
+    rows_per_block: usize,
+) -> Result<()> {
     let what = "adapter shrink";
+    if !(1..=ZO_SHRINK_ROWS as usize).contains(&rows_per_block) {
+        return Err(Error::Data(format!(
+            "{what}: {rows_per_block} rows per block; expected 1..={ZO_SHRINK_ROWS}"
+        )));
+    }
     check_site(site, what)?;
     fits_u32(rows, "rows")?;
     if rows.checked_mul(site.ld).is_none_or(|n| n > x.len) {
@@ -274,6 +316,8 @@ pub fn shrink(
         pad_end: pad.end.max(pad.start) as u32,
         scale: site.scale,
         scale_exp: site.scale_exp,
+        rows_per_block: rows_per_block as u32,
+        reserved: 0,
     };
     let ptrs = [x.ptr(), factor.ptr(), segs.ptr, segs.seg_dir()];
     // SAFETY: (ZoShrinkParams, T* x, const float* factor, const ZoSegment* segs, const u32*
@@ -282,7 +326,7 @@ pub fn shrink(
     unsafe {
         dev.launch(
             typed("zo_adapter_shrink", x.dtype),
-            shrink_launch_config(rows, site.rank),
+            shrink_launch_config(rows, site.rank, rows_per_block),
             &p,
             &ptrs,
         )
