@@ -29,8 +29,16 @@ static __device__ __forceinline__ ZoRngStream zo_update_stream(ZoUpdateDir d, ui
     return s;
 }
 
+// Four consecutive elements as one aligned load or store (8 bytes of bf16/f16, 16 of f32).
+template <typename T>
+struct alignas(4 * sizeof(T)) ZoUpdateVec4 {
+    T v[4];
+};
+
 // One thread per Philox block of the element index space (4 consecutive indices), grid-stride:
 // each element's random values come from exactly one block, generated once per direction.
+// Where rows are whole blocks (cols and ld multiples of 4, theta aligned) a full block's four
+// elements are contiguous and move as one vector; the arithmetic is the same either way.
 template <typename T>
 __device__ __forceinline__ void zo_seeded_axpy_impl(ZoAxpyParams p, T* __restrict__ theta,
                                                     const ZoUpdateDir* __restrict__ dirs) {
@@ -38,25 +46,42 @@ __device__ __forceinline__ void zo_seeded_axpy_impl(ZoAxpyParams p, T* __restric
     const uint64_t blocks = (n + 3) >> 2;
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     const bool dense = p.ld == p.cols;
+    const bool vec_rows = (p.cols & 3u) == 0 && (p.ld & 3u) == 0 &&
+                          reinterpret_cast<uintptr_t>(theta) % sizeof(ZoUpdateVec4<T>) == 0;
     for (uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
         uint64_t addr[4];
         float t[4];
+        const bool vec = vec_rows && 4 * b + 4 <= n;
+        if (vec) {
+            const uint64_t i = dense ? 0 : (4 * b) / p.cols;
+            const uint64_t at = dense ? 4 * b : i * p.ld + (4 * b - i * p.cols);
+            const ZoUpdateVec4<T> v = *reinterpret_cast<const ZoUpdateVec4<T>*>(theta + at);
 #pragma unroll
-        for (int l = 0; l < 4; l++) {
-            const uint64_t idx = 4 * b + l;
-            if (idx < n) {
-                if (dense) {
-                    addr[l] = idx;
-                } else {
-                    const uint64_t i = idx / p.cols;
-                    addr[l] = i * p.ld + (idx - i * p.cols);
-                }
-                t[l] = zo_f32(theta[addr[l]]);
-                if (p.decay) t[l] = __fmaf_rn(p.neg_decay, t[l], t[l]);
-            } else {
-                addr[l] = 0;
-                t[l] = 0.0f;
+            for (int l = 0; l < 4; l++) {
+                addr[l] = at + l;
+                t[l] = zo_f32(v.v[l]);
             }
+        } else {
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                const uint64_t idx = 4 * b + l;
+                if (idx < n) {
+                    if (dense) {
+                        addr[l] = idx;
+                    } else {
+                        const uint64_t i = idx / p.cols;
+                        addr[l] = i * p.ld + (idx - i * p.cols);
+                    }
+                    t[l] = zo_f32(theta[addr[l]]);
+                } else {
+                    addr[l] = 0;
+                    t[l] = 0.0f;
+                }
+            }
+        }
+        if (p.decay) {
+#pragma unroll
+            for (int l = 0; l < 4; l++) t[l] = __fmaf_rn(p.neg_decay, t[l], t[l]);
         }
         for (uint32_t d = 0; d < p.dirs; d++) {
             const ZoUpdateDir dir = dirs[d];
@@ -65,9 +90,16 @@ __device__ __forceinline__ void zo_seeded_axpy_impl(ZoAxpyParams p, T* __restric
 #pragma unroll
             for (int l = 0; l < 4; l++) t[l] = __fmaf_rn(dir.coef, z[l], t[l]);
         }
+        if (vec) {
+            ZoUpdateVec4<T> v;
 #pragma unroll
-        for (int l = 0; l < 4; l++) {
-            if (4 * b + l < n) theta[addr[l]] = zo_from_f32<T>(t[l]);
+            for (int l = 0; l < 4; l++) v.v[l] = zo_from_f32<T>(t[l]);
+            *reinterpret_cast<ZoUpdateVec4<T>*>(theta + addr[0]) = v;
+        } else {
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                if (4 * b + l < n) theta[addr[l]] = zo_from_f32<T>(t[l]);
+            }
         }
     }
 }

@@ -146,6 +146,51 @@ fn seeded_axpy_matches_the_cpu() {
     }
 }
 
+/// A tensor that starts one element into its buffer (rows not 4-element aligned in memory)
+/// takes the element-wise path and gives the same bits as the aligned one.
+#[test]
+fn seeded_axpy_at_an_unaligned_offset_matches_the_cpu() {
+    for (name, dev) in devices("seeded_axpy_at_an_unaligned_offset_matches_the_cpu") {
+        for dtype in DTYPES {
+            let shape = strided(6, 64, 72);
+            let len = 5 * 72 + 64;
+            let host = values(77, len + 1, 0.3);
+            let terms = terms(&rec(2, 1e-3));
+            let dirs = UpdateDirs::upload(&dev, &terms).unwrap();
+            let buf = DBuf::from_f32(&dev, dtype, &host).unwrap();
+            let view = buf.slice(1..len + 1);
+            seeded_axpy(
+                &dev,
+                view,
+                shape,
+                9,
+                role::DENSE,
+                Dist::Gaussian,
+                &dirs,
+                Some(1e-3),
+            )
+            .unwrap();
+            let cpu = axpy_twin(
+                dtype,
+                &host[1..],
+                shape,
+                9,
+                role::DENSE,
+                Dist::Gaussian,
+                &terms,
+                Some(1e-3),
+            );
+            let got = buf.to_f32(&dev).unwrap();
+            assert_eq!(
+                got[0].to_bits(),
+                dtype.round(host[0]).to_bits(),
+                "{name}: element before the view"
+            );
+            assert_bits(&got[1..], &cpu, &format!("{name}: {dtype} offset axpy"));
+        }
+    }
+}
+
 #[test]
 fn perturb_in_place_round_trip_matches_the_cpu() {
     for (name, dev) in devices("perturb_in_place_round_trip_matches_the_cpu") {
