@@ -562,6 +562,124 @@ mod cuda {
         }
     }
 
+    /// Momentum and Adam through the C call, three updates in a row, against the host's
+    /// `Moments`: θ and both moments bit for bit; a bad rule or β is refused.
+    #[test]
+    fn moments_updates_match_the_host_rules() {
+        use zo::perturb::step_rule::{direction_coefs, Moments, StepRule};
+        let n = 1_037;
+        let theta0 = values(5, n, 0.1);
+        let adam = StepRule::Adam {
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-6,
+        };
+        for (rule, code) in [
+            (StepRule::Momentum { beta: 0.8 }, ZO_RULE_MOMENTUM),
+            (adam, ZO_RULE_ADAM),
+        ] {
+            let what = format!("{rule:?}");
+            let (mut host, mut cpu) = (theta0.clone(), Moments::default());
+            let (mut theta, mut m1, mut m2) = (theta0.clone(), vec![0.0; n], vec![0.0; n]);
+            for step in 0..3u64 {
+                let rec = zo::perturb::StepRecord {
+                    step,
+                    seeds: vec![11 + step, 12 + step],
+                    grads: vec![1.5, -0.5 * step as f32],
+                    lr: 1e-2,
+                    period_seed: None,
+                };
+                let decay = 1e-4f32;
+                let got = on_both("moments_update", |m| {
+                    let t = m.put(Buf::f32s(&theta));
+                    let a = m.put(Buf::f32s(&m1));
+                    let b = m.put(Buf::f32s(&m2));
+                    let d = m.put(dirs(&direction_coefs(&rec)));
+                    let p = zo_kernel_moments_params {
+                        rule: code,
+                        tensor_id: 77,
+                        role: ZO_ROLE_LORA_A,
+                        beta1: match rule {
+                            StepRule::Momentum { beta } => beta,
+                            _ => 0.9,
+                        },
+                        beta2: 0.99,
+                        eps: 1e-6,
+                        lr: rec.lr,
+                        updates: step,
+                        decay,
+                        ..zo_kernel_moments_default_params()
+                    };
+                    let target = m.target();
+                    // SAFETY: the buffers hold the counts given.
+                    let s = unsafe {
+                        zo_kernel_moments_update(
+                            &target,
+                            &p,
+                            t.f32(),
+                            a.f32(),
+                            b.f32(),
+                            n,
+                            d.addr.cast(),
+                            2,
+                        )
+                    };
+                    ok(s, &what);
+                    vec![m.get(t), m.get(a), m.get(b)]
+                });
+                theta = got[0].to_f32(DType::F32);
+                m1 = got[1].to_f32(DType::F32);
+                m2 = got[2].to_f32(DType::F32);
+                let tensors = vec![zo::perturb::dense::Tensor {
+                    param: zo::model::Param::Embed,
+                    tensor_id: 77,
+                    data: &mut host,
+                    decay: true,
+                }];
+                let role = zo::perturb::role::LORA_A;
+                cpu.apply(rule, tensors, role, Dist::Gaussian, &rec, Some(decay))
+                    .unwrap();
+                cpu.finish_update();
+                assert_bits(&theta, &host, &format!("{what}: update {step}"));
+            }
+        }
+        let mut m = Mem::host();
+        let t = m.put(Buf::f32s(&[0.0; 4]));
+        let target = m.target();
+        for (p, want) in [
+            (
+                zo_kernel_moments_params {
+                    rule: 7,
+                    ..zo_kernel_moments_default_params()
+                },
+                "rule is 7",
+            ),
+            (
+                zo_kernel_moments_params {
+                    beta1: 1.0,
+                    ..zo_kernel_moments_default_params()
+                },
+                "β must be in [0, 1)",
+            ),
+        ] {
+            // SAFETY: as above; the call is refused before it reads a buffer.
+            let s = unsafe {
+                zo_kernel_moments_update(
+                    &target,
+                    &p,
+                    t.f32(),
+                    t.f32(),
+                    std::ptr::null_mut(),
+                    4,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            expect(s, ZO_ERR_ARGUMENT, want);
+            assert!(last_error().contains(want), "{}", last_error());
+        }
+    }
+
     #[test]
     fn merges_match_the_lowrank_and_lora_merges() {
         let (r, out, k, ld) = (5, 130, 260, 288);

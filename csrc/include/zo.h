@@ -108,6 +108,16 @@
 #define ZO_KERNEL_PICK_SEEDED 1
 
 /**
+ * `zo_kernel_moments_params.rule`: ZO-SGD with heavy-ball momentum.
+ */
+#define ZO_RULE_MOMENTUM 1
+
+/**
+ * `zo_kernel_moments_params.rule`: ZO-Adam with bias correction.
+ */
+#define ZO_RULE_ADAM 2
+
+/**
  * `zo_kernel_merge_params.left`: the left factor is a LoZO bank `bankᵀ`, f32 `[rank][out]`.
  */
 #define ZO_FACTOR_BANK_T 0
@@ -553,6 +563,54 @@ typedef struct {
    */
   float neg_lr;
 } zo_kernel_bank_params;
+
+/**
+ * A momentum or Adam update of one trained f32 tensor: `zo_kernel_moments_update`.
+ */
+typedef struct {
+  /**
+   * `sizeof(zo_kernel_moments_params)`.
+   */
+  size_t struct_size;
+  /**
+   * `ZO_RULE_MOMENTUM` (the default) or `ZO_RULE_ADAM`.
+   */
+  int32_t rule;
+  /**
+   * `ZO_DIST_*` of the directions (default `ZO_DIST_GAUSSIAN`).
+   */
+  int32_t dist;
+  /**
+   * The tensor's RNG tensor id and role (defaults 0 and `ZO_ROLE_DENSE`).
+   */
+  uint32_t tensor_id;
+  uint32_t role;
+  /**
+   * Momentum's β, or Adam's β₁ (default 0.9), in [0, 1).
+   */
+  float beta1;
+  /**
+   * Adam's β₂ (default 0.999), in [0, 1).
+   */
+  float beta2;
+  /**
+   * Adam's ε (default 1e-8), positive.
+   */
+  float eps;
+  /**
+   * The step's learning rate (default 0).
+   */
+  float lr;
+  /**
+   * Updates already applied to these moments (default 0): Adam's bias corrections use
+   * t = `updates` + 1.
+   */
+  uint64_t updates;
+  /**
+   * λ = lr · weight decay, applied first as `θ = fmaf(-λ, θ, θ)`; 0 (the default): none.
+   */
+  float decay;
+} zo_kernel_moments_params;
 
 /**
  * A factor merge: `zo_kernel_factor_merge`.
@@ -1254,6 +1312,34 @@ zo_status zo_kernel_lowrank_bank_update(const zo_kernel_target *target,
                                         size_t n,
                                         const zo_kernel_update_dir *dirs,
                                         size_t n_dirs);
+
+/**
+ * Defaults of `zo_kernel_moments_params`: momentum 0.9, lr 0.
+ */
+zo_kernel_moments_params zo_kernel_moments_default_params(void);
+
+/**
+ * One update of ZO-SGD momentum or ZO-Adam on the f32 tensor `theta` (`n` elements, RNG index
+ * = element) and its moments `m` (and, for Adam, `v`), each `n` floats that start at zero
+ * before a run's first update. Per element, after the optional decay: ĝ = the fmaf chain
+ * over d of `dirs[d].coef * z_d` from 0, with `coef = g_d / q`; momentum: `m = fmaf(β, m,
+ * ĝ)`, `θ = fmaf(-lr, m, θ)`; Adam: `m = fmaf(β₁, m, (1-β₁)ĝ)`, `v = fmaf(β₂, v, (1-β₂)ĝ²)`,
+ * `θ = fmaf(-lr c₁, m / (sqrtf(v c₂) + ε), θ)` with the bias corrections c₁, c₂ of update t.
+ * Bit for bit zo's own momentum and Adam on LoRA factors and prefixes.
+ *
+ * `v` may be NULL for momentum. `ZO_ERR_ARGUMENT` for a rule or coefficient out of range.
+ *
+ * # Safety
+ * As `zo_kernel_seeded_axpy`.
+ */
+zo_status zo_kernel_moments_update(const zo_kernel_target *target,
+                                   const zo_kernel_moments_params *params,
+                                   float *theta,
+                                   float *m,
+                                   float *v,
+                                   size_t n,
+                                   const zo_kernel_update_dir *dirs,
+                                   size_t n_dirs);
 
 /**
  * Defaults of `zo_kernel_merge_params`.

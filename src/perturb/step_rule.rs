@@ -66,13 +66,21 @@ impl StepRule {
     }
 }
 
+/// `(seed_d, g_d/q)` in direction order: the terms of ĝ.
+pub fn direction_coefs(rec: &StepRecord) -> Vec<(u64, f32)> {
+    let q = rec.seeds.len() as f32;
+    rec.seeds
+        .iter()
+        .zip(&rec.grads)
+        .map(|(&s, &g)| (s, g / q))
+        .collect()
+}
+
 /// Every scalar of one update of a stateful rule, computed once on the host with the
-/// expressions of the module's formulas, for the CPU loop and the GPU kernel alike.
-#[derive(Debug, Clone, PartialEq)]
+/// expressions of the module's formulas, for the CPU loop, the GPU kernel and the C ABI alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleCoefs {
     pub adam: bool,
-    /// `(seed_d, g_d/q)` in direction order.
-    pub coefs: Vec<(u64, f32)>,
     /// Momentum's β or Adam's β₁.
     pub beta1: f32,
     pub beta2: f32,
@@ -88,8 +96,9 @@ pub struct RuleCoefs {
 }
 
 impl RuleCoefs {
-    /// The scalars of the update of `rec` under `rule` after `updates` earlier updates.
-    pub fn new(rule: StepRule, rec: &StepRecord, updates: u64) -> Result<RuleCoefs> {
+    /// The scalars of an update at learning rate `lr` under `rule` after `updates` earlier
+    /// updates.
+    pub fn new(rule: StepRule, lr: f32, updates: u64) -> Result<RuleCoefs> {
         let adam = matches!(rule, StepRule::Adam { .. });
         let (beta1, beta2, adam_eps) = match rule {
             StepRule::Sgd => {
@@ -100,27 +109,19 @@ impl RuleCoefs {
             StepRule::Momentum { beta } => (beta, 0.0, 0.0),
             StepRule::Adam { beta1, beta2, eps } => (beta1, beta2, eps),
         };
-        let q = rec.seeds.len() as f32;
-        let coefs = rec
-            .seeds
-            .iter()
-            .zip(&rec.grads)
-            .map(|(&s, &g)| (s, g / q))
-            .collect();
         let t = (updates + 1).min(i32::MAX as u64) as i32;
         let c1 = (1.0 / (1.0 - (beta1 as f64).powi(t))) as f32;
         let c2 = (1.0 / (1.0 - (beta2 as f64).powi(t))) as f32;
         Ok(RuleCoefs {
             adam,
-            coefs,
             beta1,
             beta2,
             adam_eps,
             one_m_b1: 1.0 - beta1,
             one_m_b2: 1.0 - beta2,
             c2,
-            neg_lr: -rec.lr,
-            neg_lr_c1: -(rec.lr * c1),
+            neg_lr: -lr,
+            neg_lr_c1: -(lr * c1),
         })
     }
 }
@@ -162,7 +163,7 @@ impl Moments {
         rec: &StepRecord,
         decay: Option<f32>,
     ) -> Result<()> {
-        let k = RuleCoefs::new(rule, rec, self.updates)?;
+        let k = RuleCoefs::new(rule, rec.lr, self.updates)?;
         let RuleCoefs {
             adam,
             beta1,
@@ -175,7 +176,7 @@ impl Moments {
             neg_lr_c1,
             ..
         } = k;
-        let coefs = &k.coefs;
+        let coefs = &direction_coefs(rec);
 
         // Moments for every tensor of this call, created at zero on first use.
         for t in &tensors {

@@ -8,7 +8,7 @@ use super::buffer::{DBuf, View};
 use super::device::CudaDevice;
 use super::kernels::update::{moments_update, MomentViews, UpdateDirs};
 use super::DType;
-use crate::perturb::step_rule::{RuleCoefs, StepRule};
+use crate::perturb::step_rule::{direction_coefs, RuleCoefs, StepRule};
 use crate::perturb::{Dist, StepRecord};
 use crate::{Error, Result};
 
@@ -50,8 +50,8 @@ impl DeviceMoments {
         rec: &StepRecord,
         decay: Option<f32>,
     ) -> Result<()> {
-        let k = RuleCoefs::new(rule, rec, self.updates)?;
-        let dirs = UpdateDirs::upload(dev, &k.coefs)?;
+        let k = RuleCoefs::new(rule, rec.lr, self.updates)?;
+        let dirs = UpdateDirs::upload(dev, &direction_coefs(rec))?;
         for t in tensors {
             let key = (role, t.tensor_id);
             let at = match self.tensors.iter().position(|m| m.key == key) {

@@ -1,5 +1,6 @@
-//! The seeded updates on the caller's tensors: the dense (and LoRA A/B) update in place, the
-//! low-rank bank update, and the factor merges into a weight (`kernels::update`).
+//! The seeded updates on the caller's tensors: the dense (and LoRA A/B) update in place,
+//! momentum and Adam on a trained tensor, the low-rank bank update, and the factor merges
+//! into a weight (`kernels::update`).
 
 use std::ffi::c_void;
 
@@ -198,6 +199,87 @@ pub unsafe extern "C" fn zo_kernel_lowrank_bank_update(
     })
 }
 
+/// `zo_kernel_moments_params.rule`: ZO-SGD with heavy-ball momentum.
+pub const ZO_RULE_MOMENTUM: i32 = 1;
+/// `zo_kernel_moments_params.rule`: ZO-Adam with bias correction.
+pub const ZO_RULE_ADAM: i32 = 2;
+
+/// A momentum or Adam update of one trained f32 tensor: `zo_kernel_moments_update`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct zo_kernel_moments_params {
+    /// `sizeof(zo_kernel_moments_params)`.
+    pub struct_size: usize,
+    /// `ZO_RULE_MOMENTUM` (the default) or `ZO_RULE_ADAM`.
+    pub rule: i32,
+    /// `ZO_DIST_*` of the directions (default `ZO_DIST_GAUSSIAN`).
+    pub dist: i32,
+    /// The tensor's RNG tensor id and role (defaults 0 and `ZO_ROLE_DENSE`).
+    pub tensor_id: u32,
+    pub role: u32,
+    /// Momentum's β, or Adam's β₁ (default 0.9), in [0, 1).
+    pub beta1: f32,
+    /// Adam's β₂ (default 0.999), in [0, 1).
+    pub beta2: f32,
+    /// Adam's ε (default 1e-8), positive.
+    pub eps: f32,
+    /// The step's learning rate (default 0).
+    pub lr: f32,
+    /// Updates already applied to these moments (default 0): Adam's bias corrections use
+    /// t = `updates` + 1.
+    pub updates: u64,
+    /// λ = lr · weight decay, applied first as `θ = fmaf(-λ, θ, θ)`; 0 (the default): none.
+    pub decay: f32,
+}
+
+/// Defaults of `zo_kernel_moments_params`: momentum 0.9, lr 0.
+#[no_mangle]
+pub extern "C" fn zo_kernel_moments_default_params() -> zo_kernel_moments_params {
+    zo_kernel_moments_params {
+        struct_size: std::mem::size_of::<zo_kernel_moments_params>(),
+        rule: ZO_RULE_MOMENTUM,
+        dist: ZO_DIST_GAUSSIAN,
+        tensor_id: 0,
+        role: ZO_ROLE_DENSE,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        lr: 0.0,
+        updates: 0,
+        decay: 0.0,
+    }
+}
+
+/// One update of ZO-SGD momentum or ZO-Adam on the f32 tensor `theta` (`n` elements, RNG index
+/// = element) and its moments `m` (and, for Adam, `v`), each `n` floats that start at zero
+/// before a run's first update. Per element, after the optional decay: ĝ = the fmaf chain
+/// over d of `dirs[d].coef * z_d` from 0, with `coef = g_d / q`; momentum: `m = fmaf(β, m,
+/// ĝ)`, `θ = fmaf(-lr, m, θ)`; Adam: `m = fmaf(β₁, m, (1-β₁)ĝ)`, `v = fmaf(β₂, v, (1-β₂)ĝ²)`,
+/// `θ = fmaf(-lr c₁, m / (sqrtf(v c₂) + ε), θ)` with the bias corrections c₁, c₂ of update t.
+/// Bit for bit zo's own momentum and Adam on LoRA factors and prefixes.
+///
+/// `v` may be NULL for momentum. `ZO_ERR_ARGUMENT` for a rule or coefficient out of range.
+///
+/// # Safety
+/// As `zo_kernel_seeded_axpy`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn zo_kernel_moments_update(
+    target: *const zo_kernel_target,
+    params: *const zo_kernel_moments_params,
+    theta: *mut f32,
+    m: *mut f32,
+    v: *mut f32,
+    n: usize,
+    dirs: *const zo_kernel_update_dir,
+    n_dirs: usize,
+) -> zo_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        with_cuda!(unsafe { imp::moments_update(target, params, theta, m, v, n, dirs, n_dirs) })
+    })
+}
+
 /// `zo_kernel_merge_params.left`: the left factor is a LoZO bank `bankᵀ`, f32 `[rank][out]`.
 pub const ZO_FACTOR_BANK_T: i32 = 0;
 /// `zo_kernel_merge_params.left`: the left factor is LoRA B, f32 `[out][rank]`.
@@ -278,6 +360,7 @@ mod imp {
     use crate::ffi::args;
     use crate::ffi::kernels::call::{launched, open, opt_view, view};
     use crate::perturb::lowrank::BankStep;
+    use crate::perturb::step_rule::{RuleCoefs, StepRule};
 
     /// The caller's directions as the launchers take them.
     ///
@@ -329,6 +412,64 @@ mod imp {
             p.tensor_id,
             p.role,
             dist,
+            &dirs,
+            decay,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn moments_update(
+        target: *const zo_kernel_target,
+        params: *const zo_kernel_moments_params,
+        theta: *mut f32,
+        m: *mut f32,
+        v: *mut f32,
+        n: usize,
+        dirs: *const zo_kernel_update_dir,
+        n_dirs: usize,
+    ) -> FfiResult<()> {
+        // SAFETY: the caller's contract (for every unsafe call below).
+        let p = unsafe { args::params(params, "zo_kernel_moments_params") }?;
+        let dist = dist(p.dist)?;
+        let bad = |what: String| FfiError::new(ZO_ERR_ARGUMENT, what);
+        let rule = match p.rule {
+            ZO_RULE_MOMENTUM => StepRule::Momentum { beta: p.beta1 },
+            ZO_RULE_ADAM => StepRule::Adam {
+                beta1: p.beta1,
+                beta2: p.beta2,
+                eps: p.eps,
+            },
+            other => {
+                return Err(bad(format!(
+                    "rule is {other}: expected ZO_RULE_MOMENTUM or ZO_RULE_ADAM"
+                )))
+            }
+        };
+        rule.validate().map_err(|e| bad(e.to_string()))?;
+        if !p.lr.is_finite() || !p.decay.is_finite() {
+            return Err(bad(format!(
+                "lr {} and decay {}: expected finite",
+                p.lr, p.decay
+            )));
+        }
+        let k = RuleCoefs::new(rule, p.lr, p.updates).map_err(|e| bad(e.to_string()))?;
+        let dev = unsafe { open(target) }?;
+        let theta = unsafe { view(theta.cast(), DType::F32, n, "theta") }?;
+        let moments = k::MomentViews {
+            m: unsafe { view(m.cast(), DType::F32, n, "m") }?,
+            v: unsafe { opt_view(v.cast(), DType::F32, n, "v") }?,
+        };
+        let dirs = unsafe { directions(dirs, n_dirs) }?;
+        let decay = (p.decay != 0.0).then_some(p.decay);
+        launched(k::moments_update(
+            &dev,
+            theta,
+            moments,
+            n,
+            p.tensor_id,
+            p.role,
+            dist,
+            &k,
             &dirs,
             decay,
         ))

@@ -276,7 +276,8 @@ pub struct MomentViews<'a> {
 
 /// One update of ZO-SGD momentum or ZO-Adam (`k`) on the fp32 `theta` (`n` elements, RNG
 /// index = element) and its moments, after the weight-decay fma when `decay = Some(λ)`:
-/// [`crate::perturb::step_rule::Moments::apply`] bit for bit. `dirs` holds `k.coefs`.
+/// [`crate::perturb::step_rule::Moments::apply`] bit for bit. `dirs` holds the step's
+/// [`crate::perturb::step_rule::direction_coefs`].
 #[allow(clippy::too_many_arguments)]
 pub fn moments_update(
     dev: &CudaDevice,
@@ -309,13 +310,6 @@ pub fn moments_update(
         }
         (false, _) => 0,
     };
-    if dirs.n != k.coefs.len() {
-        return Err(Error::Data(format!(
-            "moments update: {} direction records for {} coefficients",
-            dirs.n,
-            k.coefs.len()
-        )));
-    }
     if n == 0 {
         return Ok(());
     }
