@@ -1,5 +1,6 @@
-//! One forward pass of a plan on the device: embeddings → layers → final norm at the scoring
-//! rows → head → candidate log-probs. Every Linear is one GEMM on a K-augmented input (the
+//! One forward pass of a plan on the device: embeddings (OPT-350m: then project_in) → pre- or
+//! post-LN layers → final norm (post-LN: none) at the scoring rows → project_out → head →
+//! candidate log-probs. Every Linear is one GEMM on a K-augmented input (the
 //! adapter family's shrink fills the extra columns), attention reads a paged fp32 KV cache,
 //! and only the query log-probs come back to the host, where MeZO's classification loss is
 //! formed exactly as on the CPU. Every kernel goes through its family's checked launcher.
