@@ -14,11 +14,16 @@
 # GEN_ASSETS  an assets/ directory (model + squad task): also time batched greedy decoding of
 #             SQuAD dev prompts with AFTER_ZO_RUN generate, on the GPU and on the CPU, into
 #             OUT_DIR/generate-{cuda,cpu}-b<batch>.jsonl (the last line is the summary)
+# KERNEL_BENCH  the gpu_kernels bench binary (cargo bench --features cuda --bench gpu_kernels
+#             --no-run): run it into OUT_DIR/kernels.log and copy its summary lines (shrink and
+#             pack against the GEMM, the shrink tiling) into summary.txt (about 1.5 minutes)
+# RESULTS_DIR  also run tools/bench-gpu.sh with AFTER_ZO_RUN into RESULTS_DIR (the raw JSON
+#             of every arch and method, to commit under benches/results/<date>-<device>/)
 #
 # Writes OUT_DIR/tests.log, OUT_DIR/<arch>-{before,after}.json and OUT_DIR/summary.txt; exits
 # non-zero if a test binary fails.
 set -uo pipefail
-[[ $# -eq 4 ]] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[[ $# -eq 4 ]] || { sed -n '2,22p' "$0" >&2; exit 2; }
 tests=$1 before=$2 after=$3 out=$4
 mkdir -p "$out"
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:/usr/local/cuda/targets/x86_64-linux/lib
@@ -64,6 +69,15 @@ if [[ -n ${GEN_ASSETS:-} ]]; then
             tail -1 "$f" >>"$out/summary.txt"
         done
     done
+fi
+if [[ -n ${KERNEL_BENCH:-} ]]; then
+    "$KERNEL_BENCH" --bench >"$out/kernels.log" 2>&1 \
+        || echo "kernel bench failed" | tee -a "$out/summary.txt"
+    grep -E "summary|rows per block|skipping" "$out/kernels.log" >>"$out/summary.txt"
+fi
+if [[ -n ${RESULTS_DIR:-} ]]; then
+    ZO_RUN=$after "$(dirname "$0")/bench-gpu.sh" "$RESULTS_DIR" >>"$out/summary.txt" 2>&1 \
+        || echo "bench-gpu.sh failed" | tee -a "$out/summary.txt"
 fi
 cat "$out/summary.txt"
 exit $failed
