@@ -551,7 +551,6 @@ pub fn project_momentum(mt: &[f32], p: &[f32], r: usize) -> Vec<f32> {
     new
 }
 
-/// Checks what every seeded update needs from its record and settings.
 /// LoZO's update takes ZO-SGD only (its momentum is LoZO-M's, in the subspace of V).
 pub(crate) fn check_lowrank_rule(cfg: &UpdateConfig) -> Result<()> {
     if cfg.rule.is_stateless() {
@@ -564,6 +563,7 @@ pub(crate) fn check_lowrank_rule(cfg: &UpdateConfig) -> Result<()> {
     ))
 }
 
+/// Checks what every seeded update needs from its record and settings.
 pub(crate) fn check_record(
     rec: &StepRecord,
     cfg: &UpdateConfig,

@@ -109,7 +109,7 @@ impl RuleCoefs {
             StepRule::Momentum { beta } => (beta, 0.0, 0.0),
             StepRule::Adam { beta1, beta2, eps } => (beta1, beta2, eps),
         };
-        let t = (updates + 1).min(i32::MAX as u64) as i32;
+        let t = updates.saturating_add(1).min(i32::MAX as u64) as i32;
         let c1 = (1.0 / (1.0 - (beta1 as f64).powi(t))) as f32;
         let c2 = (1.0 / (1.0 - (beta2 as f64).powi(t))) as f32;
         Ok(RuleCoefs {
