@@ -29,6 +29,21 @@ static __device__ __forceinline__ ZoRngStream zo_update_stream(ZoUpdateDir d, ui
     return s;
 }
 
+// acc[l] = fma(coef_d, z_d(4 block + l), acc[l]) over the directions in order: the seeded
+// chain of every update, on Philox block `block` of each direction's stream.
+static __device__ __forceinline__ void zo_update_chain(const ZoUpdateDir* __restrict__ dirs,
+                                                       uint32_t n_dirs, uint32_t tensor,
+                                                       uint32_t role, uint32_t dist,
+                                                       uint64_t block, float acc[4]) {
+    for (uint32_t d = 0; d < n_dirs; d++) {
+        const ZoUpdateDir dir = dirs[d];
+        float z[4];
+        zo_update_draw4(zo_update_stream(dir, tensor, role), dist, block, z);
+#pragma unroll
+        for (int l = 0; l < 4; l++) acc[l] = __fmaf_rn(dir.coef, z[l], acc[l]);
+    }
+}
+
 // Four consecutive elements as one aligned load or store (8 bytes of bf16/f16, 16 of f32).
 template <typename T>
 struct alignas(4 * sizeof(T)) ZoUpdateVec4 {
@@ -83,13 +98,7 @@ __device__ __forceinline__ void zo_seeded_axpy_impl(ZoAxpyParams p, T* __restric
 #pragma unroll
             for (int l = 0; l < 4; l++) t[l] = __fmaf_rn(p.neg_decay, t[l], t[l]);
         }
-        for (uint32_t d = 0; d < p.dirs; d++) {
-            const ZoUpdateDir dir = dirs[d];
-            float z[4];
-            zo_update_draw4(zo_update_stream(dir, p.tensor, p.role), p.dist, b, z);
-#pragma unroll
-            for (int l = 0; l < 4; l++) t[l] = __fmaf_rn(dir.coef, z[l], t[l]);
-        }
+        zo_update_chain(dirs, p.dirs, p.tensor, p.role, p.dist, b, t);
         if (vec) {
             ZoUpdateVec4<T> v;
 #pragma unroll
@@ -124,13 +133,7 @@ extern "C" __global__ void zo_lowrank_momentum(ZoMomentumParams p, float* __rest
             const uint64_t idx = 4 * b + l;
             m[l] = idx < p.n ? __fmul_rn(mom[idx], p.beta) : 0.0f;
         }
-        for (uint32_t d = 0; d < p.dirs; d++) {
-            const ZoUpdateDir dir = dirs[d];
-            float u[4];
-            zo_update_draw4(zo_update_stream(dir, p.tensor, 1u /* LOWRANK_U */), p.dist, b, u);
-#pragma unroll
-            for (int l = 0; l < 4; l++) m[l] = __fmaf_rn(dir.coef, u[l], m[l]);
-        }
+        zo_update_chain(dirs, p.dirs, p.tensor, 1u /* LOWRANK_U */, p.dist, b, m);
 #pragma unroll
         for (int l = 0; l < 4; l++) {
             const uint64_t idx = 4 * b + l;
@@ -152,13 +155,7 @@ extern "C" __global__ void zo_moments_update(ZoMomentsParams p, float* __restric
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     for (uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
         float g[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (uint32_t d = 0; d < p.dirs; d++) {
-            const ZoUpdateDir dir = dirs[d];
-            float z[4];
-            zo_update_draw4(zo_update_stream(dir, p.tensor, p.role), p.dist, b, z);
-#pragma unroll
-            for (int l = 0; l < 4; l++) g[l] = __fmaf_rn(dir.coef, z[l], g[l]);
-        }
+        zo_update_chain(dirs, p.dirs, p.tensor, p.role, p.dist, b, g);
 #pragma unroll
         for (int l = 0; l < 4; l++) {
             const uint64_t idx = 4 * b + l;

@@ -344,7 +344,7 @@ impl Forward<'_> {
             let xa = ws.view("xa", t * layer.qkv.ld);
             if pre_norm {
                 region(dev, "norm", || {
-                    norm(b, &layer.attn_norm, x, t, xa, layer.qkv.ld)
+                    norm(b, &layer.attn_norm, x, t, xa, layer.qkv.ld, false)
                 })?;
             } else if li == 0 {
                 let shape = RowShape::dense(t, h).with_ld(h, layer.qkv.ld);
@@ -412,10 +412,12 @@ impl Forward<'_> {
             let [_, _, first, second] = layer.groups();
             let xm = ws.view("xm", t * first.ld);
             if pre_norm {
-                region(dev, "norm", || norm(b, &layer.mlp_norm, x, t, xm, first.ld))?;
+                region(dev, "norm", || {
+                    norm(b, &layer.mlp_norm, x, t, xm, first.ld, false)
+                })?;
             } else {
                 region(dev, "norm", || {
-                    norm_in_place(b, &layer.attn_norm, x, t, xm, first.ld)
+                    norm(b, &layer.attn_norm, x, t, xm, first.ld, true)
                 })?;
             }
             region(dev, "shrink", || self.shrink(first, xm, t, pb))?;
@@ -433,7 +435,7 @@ impl Forward<'_> {
             region(dev, "gemm.mlp_out", || gemm(b, second, am, t, x, h, true))?;
             if !pre_norm {
                 region(dev, "norm", || {
-                    norm_in_place(b, &layer.mlp_norm, x, t, xa, layer.qkv.ld)
+                    norm(b, &layer.mlp_norm, x, t, xa, layer.qkv.ld, true)
                 })?;
             }
             landing.refill(b, li)?;
@@ -663,7 +665,8 @@ fn weights(n: &DNorm) -> NormWeights<'_> {
     }
 }
 
-/// The norm of the fp32 residual `x` (`[t][width]`) into a GEMM input of row stride `ld_out`.
+/// The norm of the fp32 residual `x` (`[t][width]`) into a GEMM input of row stride `ld_out`;
+/// with `in_place` (OPT's post-LN) the residual itself is normalised too.
 fn norm(
     b: &CudaBackend,
     n: &DNorm,
@@ -671,23 +674,15 @@ fn norm(
     t: usize,
     out: View<'_>,
     ld_out: usize,
+    in_place: bool,
 ) -> Result<()> {
     let shape = RowShape::dense(t, n.width).with_ld(n.width, ld_out);
-    ops::norm(&b.dev, &weights(n), shape, x, out)
-}
-
-/// OPT's post-LN: normalises the fp32 residual `x` in place and writes it to the next GEMM's
-/// input `out` (row stride `ld_out`).
-fn norm_in_place(
-    b: &CudaBackend,
-    n: &DNorm,
-    x: View<'_>,
-    t: usize,
-    out: View<'_>,
-    ld_out: usize,
-) -> Result<()> {
-    let shape = RowShape::dense(t, n.width).with_ld(n.width, ld_out);
-    ops::norm_in_place(&b.dev, &weights(n), shape, x, out)
+    let launch = if in_place {
+        ops::norm_in_place
+    } else {
+        ops::norm
+    };
+    launch(&b.dev, &weights(n), shape, x, out)
 }
 
 /// `y (+)= x'·W'ᵀ (+ bias)` of one group over its augmented K.
